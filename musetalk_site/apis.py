@@ -1,0 +1,76 @@
+"""Platform endpoints: API tokens and health."""
+
+from __future__ import annotations
+
+from django.contrib.auth import authenticate
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.authtoken.models import Token
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
+from rest_framework.views import APIView
+
+from musetalk_site.errors import ApplicationError
+from musetalk_site.health import health_report
+
+
+class TokenThrottle(AnonRateThrottle):
+    rate = "30/min"
+
+
+class AuthTokenApi(APIView):
+    """Exchange a username and password for the user's API token."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+    throttle_classes = [TokenThrottle]
+
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField()
+        password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
+
+    class OutputSerializer(serializers.Serializer):
+        token = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["auth"])
+    def post(self, request: Request) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = authenticate(request=request._request, **data.validated_data)
+        if user is None or not user.is_active:
+            raise ApplicationError("Invalid username or password.", status=400)
+        token, _ = Token.objects.get_or_create(user=user)
+        return Response(self.OutputSerializer({"token": token.key}).data)
+
+
+class HealthApi(APIView):
+    """Database, Redis, worker heartbeat and engine profile; 503 naming what is down."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        responses={
+            200: inline_serializer("Health", {"status": serializers.CharField()}),
+            503: inline_serializer("HealthDown", {"status": serializers.CharField()}),
+        },
+        tags=["health"],
+    )
+    def get(self, request: Request) -> Response:
+        ok, report = health_report()
+        return Response(report, status=status.HTTP_200_OK if ok else 503)
+
+
+class MeApi(APIView):
+    """The authenticated user: lets an app check its token."""
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        username = serializers.CharField()
+        is_staff = serializers.BooleanField()
+
+    @extend_schema(responses={200: OutputSerializer}, tags=["auth"])
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(request.user).data)

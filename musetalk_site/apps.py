@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class MusetalkSiteConfig(AppConfig):
+    name = "musetalk_site"
+    verbose_name = "Platform"

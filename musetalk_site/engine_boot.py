@@ -1,0 +1,61 @@
+"""Builds the resident engine in a worker process from the Django settings."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+def requested_state() -> dict[str, Any]:
+    return {
+        "requested_profile": settings.MUSETALK_MODEL_PROFILE,
+        "demo": settings.MUSETALK_DEMO_MODE,
+        "models_dir": str(settings.MODELS_DIR),
+    }
+
+
+def resolve_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def build_engine() -> tuple[Any, dict[str, Any]]:
+    """Resolve the profile (``auto`` rule), load the models once, describe what loaded."""
+    from inference.config import EngineConfig
+    from inference.download import download_models
+    from inference.models import load_models
+    from inference.profiles import DEMO_WARNING, resolve_profile
+
+    started = time.perf_counter()
+    resolved = resolve_profile(
+        settings.MUSETALK_MODEL_PROFILE, settings.MODELS_DIR, download=download_models
+    )
+    demo = resolved.demo or settings.MUSETALK_DEMO_MODE
+    config = EngineConfig(
+        profile=resolved.profile,
+        models_dir=settings.MODELS_DIR,
+        device=resolve_device(settings.MUSETALK_DEVICE),
+    )
+    models = load_models(config)
+    state = {
+        **requested_state(),
+        **models.describe(),
+        "profile": resolved.profile,
+        "profile_reason": resolved.reason,
+        "demo": demo,
+        "device": config.device,
+        "loaded": True,
+        "load_seconds": round(time.perf_counter() - started, 2),
+    }
+    if demo:
+        logger.warning("!!! %s !!!", DEMO_WARNING)
+    logger.info("engine ready: %s", state)
+    return models, state

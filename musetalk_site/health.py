@@ -1,0 +1,116 @@
+"""Health of the platform's parts: database, Redis, worker heartbeat, engine profile."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from django.conf import settings
+from django.db import connection
+
+from musetalk_site.heartbeat import WorkerBeat, beats_read
+from musetalk_site.redis_conn import redis_client
+
+logger = logging.getLogger(__name__)
+
+DEMO_BANNER = "demo mode: random weights, output is not real lip-sync"
+
+
+@dataclass
+class Check:
+    ok: bool
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def check_database() -> Check:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:  # any driver error means "down"
+        return Check(False, {"error": str(exc)})
+    return Check(True, {"vendor": connection.vendor})
+
+
+def check_redis() -> Check:
+    try:
+        started = time.perf_counter()
+        redis_client().ping()
+    except Exception as exc:
+        return Check(False, {"error": str(exc)})
+    return Check(True, {"latency_ms": round((time.perf_counter() - started) * 1000, 2)})
+
+
+def _worker_detail(beat: WorkerBeat, now: float) -> dict[str, Any]:
+    return {
+        "worker_id": beat.worker_id,
+        "age_seconds": round(beat.age(now), 1),
+        "stale": beat.age(now) > settings.WORKER_STALE_SECONDS,
+        "engine": beat.engine,
+    }
+
+
+def check_worker(redis_ok: bool) -> Check:
+    if not redis_ok:
+        return Check(False, {"error": "redis is down; worker heartbeats cannot be read"})
+    try:
+        beats = beats_read(redis_client())
+    except Exception as exc:
+        return Check(False, {"error": str(exc)})
+    if not beats:
+        return Check(False, {"error": "no worker heartbeat: is the worker running?", "workers": []})
+    now = time.time()
+    workers = [_worker_detail(beat, now) for beat in beats]
+    fresh = [worker for worker in workers if not worker["stale"]]
+    detail: dict[str, Any] = {"workers": workers, "age_seconds": workers[0]["age_seconds"]}
+    if not fresh:
+        detail["error"] = (
+            f"worker heartbeat is stale ({workers[0]['age_seconds']} s old, "
+            f"limit {settings.WORKER_STALE_SECONDS:g} s)"
+        )
+    return Check(bool(fresh), detail)
+
+
+def engine_state(worker: Check) -> dict[str, Any]:
+    """What the freshest live worker loaded (profile, device, backends, demo flag)."""
+    for item in worker.detail.get("workers", []):
+        if not item["stale"] and item.get("engine"):
+            return dict(item["engine"])
+    return {
+        "profile": None,
+        "requested_profile": settings.MUSETALK_MODEL_PROFILE,
+        "demo": settings.MUSETALK_DEMO_MODE,
+    }
+
+
+def health_report() -> tuple[bool, dict[str, Any]]:
+    database = check_database()
+    redis_check = check_redis()
+    worker = check_worker(redis_check.ok)
+    engine = engine_state(worker)
+    checks = {"database": database, "redis": redis_check, "worker": worker}
+    down = [name for name, check in checks.items() if not check.ok]
+    report: dict[str, Any] = {
+        "status": "ok" if not down else "unhealthy",
+        "down": down,
+        "checks": {name: {"ok": c.ok, **c.detail} for name, c in checks.items()},
+        "engine": engine,
+    }
+    if engine.get("demo"):
+        report["demo_mode"] = True
+        report["warning"] = DEMO_BANNER
+    return not down, report
+
+
+def engine_banner() -> str:
+    """The dashboard banner text when the engine runs on random weights, else ''."""
+    if settings.MUSETALK_DEMO_MODE:
+        return DEMO_BANNER
+    try:
+        engine = engine_state(check_worker(True))
+    except Exception:
+        logger.debug("engine state unavailable for the banner", exc_info=True)
+        return ""
+    return DEMO_BANNER if engine.get("demo") else ""

@@ -1,0 +1,89 @@
+"""Test-wide fixtures: our own Redis and the real stack on free ports (see environment.py)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from musetalk_site.stack import Stack, StackConfig, free_port
+
+_VAR_DIR = Path(os.environ["VAR_DIR"])
+_REDIS_PORT = int(os.environ["REDIS_URL"].rsplit(":", 1)[1].split("/")[0])
+
+
+@pytest.fixture(scope="session")
+def var_dir() -> Path:
+    return _VAR_DIR
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A real redis-server for the whole session, on the port the settings point at."""
+    stack = Stack(StackConfig(redis_port=_REDIS_PORT, var_dir=_VAR_DIR, log_dir=_VAR_DIR / "logs"))
+    url = stack.start_redis()
+    yield url
+    stack.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean_redis_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "redis_server" in request.fixturenames and "live_stack" not in request.fixturenames:
+        from musetalk_site.heartbeat import KEY_PREFIX
+        from musetalk_site.redis_conn import redis_client
+
+        client = redis_client()
+        for key in client.scan_iter(match=KEY_PREFIX + "*"):
+            client.delete(key)
+
+
+def _database_url(settings_dict: dict) -> str:
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict.get("PASSWORD") else ""
+    auth = f"{user}{password}@" if user else ""
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = f":{settings_dict['PORT']}" if settings_dict.get("PORT") else ""
+    return f"postgres://{auth}{host}{port}/{settings_dict['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def live_stack(
+    redis_server: str, django_db_setup: None, django_db_blocker: object
+) -> Iterator[Stack]:
+    """The real platform on free ports: a worker process and daphne, on the test database.
+
+    Tests that use it must commit their rows (``transactional_db``) so the other
+    processes see them.
+    """
+    from django.db import connection
+
+    env = {"DATABASE_URL": _database_url(connection.settings_dict)}
+    stack = Stack(
+        StackConfig(
+            port=free_port(),
+            redis_url=redis_server,
+            var_dir=_VAR_DIR,
+            env=env,
+            log_dir=_VAR_DIR / "logs",
+            worker_threads=2,
+        )
+    )
+    try:
+        stack.start(health_timeout=180)
+    except Exception:
+        stack.stop()
+        _dump_logs(_VAR_DIR / "logs")
+        raise
+    yield stack
+    stack.stop()
+
+
+def _dump_logs(log_dir: Path) -> None:
+    for log in sorted(log_dir.glob("*.log")):
+        tail = log.read_text(errors="replace")[-4000:]
+        print(f"----- {log.name} -----\n{tail}")  # noqa: T201 - shown by pytest on failure

@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_it_returns_a_token_for_valid_credentials():
+    user = UserFactory(username="alice")
+    response = APIClient().post(
+        "/api/auth/token/", {"username": "alice", "password": "correct horse battery"}
+    )
+    assert response.status_code == 200
+    assert response.json() == {"token": Token.objects.get(user=user).key}
+
+
+def test_it_refuses_wrong_credentials_with_the_error_shape():
+    UserFactory(username="alice")
+    response = APIClient().post("/api/auth/token/", {"username": "alice", "password": "nope"})
+    assert response.status_code == 400
+    assert response.json() == {"message": "Invalid username or password.", "extra": {}}
+    assert not Token.objects.exists()
+
+
+def test_it_names_the_missing_field():
+    response = APIClient().post("/api/auth/token/", {"username": "alice"})
+    assert response.status_code == 400
+    body = response.json()
+    assert body["message"] == "password: This field is required."
+    assert "password" in body["extra"]["fields"]
+
+
+def test_token_header_authenticates_api_calls():
+    user = UserFactory(username="bob")
+    token = Token.objects.create(user=user)
+    client = APIClient()
+    assert client.get("/api/me/").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    response = client.get("/api/me/")
+    assert response.status_code == 200
+    assert response.json()["username"] == "bob"
+
+
+def test_a_bad_token_is_refused_with_the_error_shape():
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Token not-a-real-token")
+    response = client.get("/api/me/")
+    assert response.status_code == 401
+    assert response.json() == {"message": "Invalid token.", "extra": {}}
+
+
+def test_create_api_token_prints_a_stable_token_and_rotates(capsys):
+    user = UserFactory(username="carol")
+    call_command("create_api_token", "carol")
+    first = capsys.readouterr().out.strip()
+    assert first == Token.objects.get(user=user).key
+    call_command("create_api_token", "carol")
+    assert capsys.readouterr().out.strip() == first
+    call_command("create_api_token", "carol", "--rotate")
+    rotated = capsys.readouterr().out.strip()
+    assert rotated != first and rotated == Token.objects.get(user=user).key
+
+
+def test_create_api_token_refuses_unknown_users():
+    with pytest.raises(CommandError, match="No user named 'ghost'"):
+        call_command("create_api_token", "ghost")
+
+
+def test_ensure_demo_user_prints_credentials_only_once(capsys, client):
+    call_command("ensure_demo_user")
+    out = capsys.readouterr().out
+    password = out.split("password:")[1].split()[0]
+    assert client.login(username="demo", password=password)
+    call_command("ensure_demo_user")
+    again = capsys.readouterr().out
+    assert "already exists" in again and password not in again
+
+
+def test_pages_need_a_login_and_login_works(client):
+    UserFactory(username="dave")
+    response = client.get("/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    response = client.post("/login/", {"username": "dave", "password": "correct horse battery"})
+    assert response.status_code == 302
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b"Your avatars" in page.content
