@@ -47,6 +47,7 @@ class Avatar(models.Model):
     revision = models.PositiveIntegerField(default=0)
     # True while the previous preparation keeps serving during a force_recreate.
     has_assets = models.BooleanField(default=False)
+    worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
     frame_count = models.PositiveIntegerField(null=True, blank=True)
     fps = models.FloatField(null=True, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -100,6 +101,7 @@ class GenerationJob(models.Model):
     duration_seconds = models.FloatField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
+    worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_frame_at = models.DateTimeField(null=True, blank=True)

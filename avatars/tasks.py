@@ -1,11 +1,36 @@
+"""Avatar and video actors. Preparation and generation use separate queues (and worker
+processes), so a long preparation never delays a video."""
+
 from __future__ import annotations
 
 import dramatiq
 
 from avatars import services
+from musetalk_site import worker
+
+PREPARE_QUEUE = "prepare"
+GENERATE_QUEUE = "generate"
 
 
-@dramatiq.actor(queue_name="prepare", max_retries=0, time_limit=3 * 60 * 60 * 1000)
+@dramatiq.actor(queue_name=PREPARE_QUEUE, max_retries=0, time_limit=3 * 60 * 60 * 1000)
 def avatar_prepare(avatar_pk: int, revision: int) -> None:
     """Prepare one avatar revision in this worker's resident engine."""
     services.avatar_prepare_run(avatar_pk=avatar_pk, revision=revision)
+
+
+@dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=2 * 60 * 60 * 1000)
+def job_generate(job_pk: int) -> None:
+    """Generate one video in this worker's resident engine."""
+    services.job_run(job_pk=job_pk)
+
+
+@dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=10 * 60 * 1000)
+def avatar_cache_warm(avatar_dir: str) -> None:
+    """Load a prepared avatar into this worker's cache."""
+    worker.get_engine().warm(avatar_dir)
+
+
+@dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=60 * 1000)
+def avatar_cache_evict(avatar_dir: str) -> None:
+    """Drop a prepared avatar from this worker's cache."""
+    worker.get_engine().evict(avatar_dir)

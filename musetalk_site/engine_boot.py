@@ -31,7 +31,7 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
     """Resolve the profile (``auto`` rule), load the models once, describe what loaded."""
     from inference.config import EngineConfig
     from inference.download import download_models
-    from inference.models import load_models
+    from inference.pipeline import Engine
     from inference.profiles import DEMO_WARNING, resolve_profile
 
     started = time.perf_counter()
@@ -44,10 +44,15 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         models_dir=settings.MODELS_DIR,
         device=resolve_device(settings.MUSETALK_DEVICE),
     )
-    models = load_models(config)
+    engine = Engine.from_config(
+        config,
+        cache_max_bytes=settings.MUSETALK_CACHE_MAX_MB * 1024 * 1024,
+        cache_ttl_seconds=settings.MUSETALK_CACHE_TTL_SECONDS,
+        budget_bytes=settings.MUSETALK_MEMORY_BUDGET_MB * 1024 * 1024,
+    )
     state = {
         **requested_state(),
-        **models.describe(),
+        **engine.describe(),
         "profile": resolved.profile,
         "profile_reason": resolved.reason,
         "demo": demo,
@@ -58,4 +63,4 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
     if demo:
         logger.warning("!!! %s !!!", DEMO_WARNING)
     logger.info("engine ready: %s", state)
-    return models, state
+    return engine, state

@@ -43,13 +43,27 @@ def check_redis() -> Check:
     return Check(True, {"latency_ms": round((time.perf_counter() - started) * 1000, 2)})
 
 
+# Every queue the platform sends to needs at least one live worker.
+REQUIRED_QUEUES = ("default", "generate", "stream", "prepare")
+
+
 def _worker_detail(beat: WorkerBeat, now: float) -> dict[str, Any]:
     return {
         "worker_id": beat.worker_id,
+        "queues": beat.queues,
         "age_seconds": round(beat.age(now), 1),
         "stale": beat.age(now) > settings.WORKER_STALE_SECONDS,
         "engine": beat.engine,
     }
+
+
+def _uncovered_queues(fresh: list[dict[str, Any]]) -> list[str]:
+    served: set[str] = set()
+    for worker in fresh:
+        served.update(worker["queues"] or ["*"])
+    if "*" in served:
+        return []
+    return [queue for queue in REQUIRED_QUEUES if queue not in served]
 
 
 def check_worker(redis_ok: bool) -> Check:
@@ -64,19 +78,29 @@ def check_worker(redis_ok: bool) -> Check:
     now = time.time()
     workers = [_worker_detail(beat, now) for beat in beats]
     fresh = [worker for worker in workers if not worker["stale"]]
+    ready = [worker for worker in fresh if worker["engine"].get("loaded")]
     detail: dict[str, Any] = {"workers": workers, "age_seconds": workers[0]["age_seconds"]}
     if not fresh:
         detail["error"] = (
             f"worker heartbeat is stale ({workers[0]['age_seconds']} s old, "
             f"limit {settings.WORKER_STALE_SECONDS:g} s)"
         )
-    return Check(bool(fresh), detail)
+        return Check(False, detail)
+    uncovered = _uncovered_queues(ready)
+    if uncovered:
+        loading = [w["worker_id"] for w in fresh if w not in ready]
+        detail["error"] = (
+            f"no live worker with a loaded engine for queue(s): {', '.join(uncovered)}"
+        )
+        if loading:
+            detail["error"] += f" ({len(loading)} worker(s) still loading the engine)"
+    return Check(not uncovered, detail)
 
 
 def engine_state(worker: Check) -> dict[str, Any]:
     """What the freshest live worker loaded (profile, device, backends, demo flag)."""
     for item in worker.detail.get("workers", []):
-        if not item["stale"] and item.get("engine"):
+        if not item["stale"] and item["engine"].get("loaded"):
             return dict(item["engine"])
     return {
         "profile": None,

@@ -20,6 +20,7 @@ class WorkerBeat:
     started_at: float
     beat_at: float
     engine: dict[str, Any] = field(default_factory=dict)
+    queues: list[str] = field(default_factory=list)  # ["*"]: every queue
 
     def age(self, now: float | None = None) -> float:
         return max(0.0, (now if now is not None else time.time()) - self.beat_at)

@@ -80,6 +80,7 @@ def _config_from_env(env: dict[str, str]) -> StackConfig:
         env=env,
         worker_processes=int(env.get("WORKER_PROCESSES", "1")),
         worker_threads=int(env.get("WORKER_THREADS", "4")),
+        prepare_threads=int(env.get("PREPARE_WORKER_THREADS", "1")),
     )
 
 

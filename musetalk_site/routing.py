@@ -2,4 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-websocket_urlpatterns: list[Any] = []
+from avatars.routing import websocket_urlpatterns as avatar_patterns
+
+websocket_urlpatterns: list[Any] = [*avatar_patterns]

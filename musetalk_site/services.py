@@ -22,3 +22,25 @@ def ping_record(*, token: str) -> None:
 def ping_result(*, token: str) -> dict | None:
     raw = redis_client().get(PING_PREFIX + token)
     return json.loads(raw) if raw else None
+
+
+def live_worker_ids() -> set[str]:
+    """Ids of workers whose heartbeat is fresh."""
+    from django.conf import settings
+
+    from musetalk_site.heartbeat import beats_read
+
+    beats = beats_read(redis_client())
+    return {b.worker_id for b in beats if b.age() <= settings.WORKER_STALE_SECONDS}
+
+
+def orphans_reap() -> int:
+    """Fail the work claimed by workers that died (no fresh heartbeat); returns the count.
+
+    A killed worker never leaves an avatar ``preparing`` or a job ``running`` forever.
+    """
+    from avatars.services.avatar import avatar_orphans_reap
+    from avatars.services.job import job_orphans_reap
+
+    live = live_worker_ids()
+    return avatar_orphans_reap(live_worker_ids=live) + job_orphans_reap(live_worker_ids=live)

@@ -125,15 +125,20 @@ MAX_AUDIO_UPLOAD_BYTES = env_int("MAX_AUDIO_UPLOAD_MB", 50, minimum=1) * 1024 * 
 MAX_VIDEO_SECONDS = env_float("MAX_VIDEO_SECONDS", 120.0, minimum=1.0)
 MAX_AUDIO_SECONDS = env_float("MAX_AUDIO_SECONDS", 300.0, minimum=1.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
-FILE_UPLOAD_TEMP_DIR = None
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every upload is spooled to a temp file, then probed
+FILE_UPLOAD_HANDLERS = ["musetalk_site.uploads.LimitedUploadHandler"]
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": "musetalk:channels"},
+        # The socket timeout must outlast the layer's 5 s BZPOPMIN, which redis-py's 5 s
+        # default does not: receives would then fail at random.
+        "CONFIG": {
+            "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+            "prefix": "musetalk:channels",
+        },
     }
 }
 
@@ -154,6 +159,7 @@ DRAMATIQ_BROKER = {
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
 WORKER_PROCESSES = env_int("WORKER_PROCESSES", 1, minimum=1)
 WORKER_THREADS = env_int("WORKER_THREADS", 4, minimum=1)
+PREPARE_WORKER_THREADS = env_int("PREPARE_WORKER_THREADS", 1, minimum=1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 30.0, minimum=1.0)
 
@@ -197,6 +203,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "ENUM_NAME_OVERRIDES": {
+        "AvatarStatusEnum": "avatars.models.Avatar.Status",
+        "JobStatusEnum": "avatars.models.GenerationJob.Status",
+    },
 }
 
 LOG_LEVEL = env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR"))

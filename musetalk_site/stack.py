@@ -25,6 +25,8 @@ from typing import IO
 logger = logging.getLogger(__name__)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+GENERATE_QUEUES = ("default", "generate", "stream")
+PREPARE_QUEUES = ("prepare",)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -74,6 +76,7 @@ class StackConfig:
     log_dir: Path | None = None  # None: children write to this terminal
     worker_processes: int = 1
     worker_threads: int = 4
+    prepare_threads: int = 1
     python: str = sys.executable
 
 
@@ -117,11 +120,29 @@ class Stack:
         return f"redis://127.0.0.1:{port}/0"
 
     def start_worker(self) -> None:
+        """Two worker processes: videos and streams, and (separately) avatar preparation,
+        so a long preparation never holds up a video."""
+        self._spawn("worker", self._worker_args(GENERATE_QUEUES, self.config.worker_threads))
+        self._spawn(
+            "worker-prepare", self._worker_args(PREPARE_QUEUES, self.config.prepare_threads)
+        )
+
+    def _worker_args(self, queues: tuple[str, ...], threads: int) -> list[str]:
         args = [self.config.python, str(BASE_DIR / "manage.py"), "rundramatiq"]
-        args += ["--processes", str(self.config.worker_processes)]
-        args += ["--threads", str(self.config.worker_threads)]
-        args += ["--worker-shutdown-timeout", "10000"]
-        self._spawn("worker", args)
+        args += ["--processes", str(self.config.worker_processes), "--threads", str(threads)]
+        args += ["--worker-shutdown-timeout", "10000", "--queues", *queues]
+        return args
+
+    def restart(self, name: str) -> None:
+        """Replace a (killed) child with a fresh one of the same name."""
+        child = next(c for c in self.children if c.name == name)
+        _signal_group(child.process, signal.SIGKILL)
+        child.process.wait(timeout=10)
+        if child.log is not None:
+            child.log.close()
+        self.children.remove(child)
+        args = child.process.args
+        self._spawn(name, list(args))  # type: ignore[arg-type]
 
     def start_web(self) -> None:
         args = [self.config.python, "-m", "daphne", "-b", self.config.host]

@@ -45,6 +45,11 @@ def engine_state() -> dict[str, Any]:
     return dict(_holder.state)
 
 
+def current_worker_id() -> str:
+    """This worker process's id, as written in its heartbeat and on the rows it claims."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 class EngineMiddleware(Middleware):
     """Builds the inference engine once per worker process."""
 
@@ -72,11 +77,15 @@ class HeartbeatMiddleware(Middleware):
     def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._worker_id = f"{socket.gethostname()}-{os.getpid()}"
+        self._worker_id = ""
+        self._queues: list[str] = []
         self._started_at = time.time()
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Start the heartbeat thread."""
+        self._worker_id = current_worker_id()
+        whitelist = getattr(worker, "consumer_whitelist", None)
+        self._queues = sorted(whitelist) if whitelist else ["*"]
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
         self._thread.start()
 
@@ -95,9 +104,25 @@ class HeartbeatMiddleware(Middleware):
         from django.conf import settings
 
         interval = settings.WORKER_HEARTBEAT_SECONDS
+        beats = 0
         while not self._stop.is_set():
             self._beat(ttl=int(max(60, settings.WORKER_STALE_SECONDS * 4)))
+            if beats % 5 == 0:
+                self._reap()
+            beats += 1
             self._stop.wait(interval)
+
+    def _reap(self) -> None:
+        from django.db import close_old_connections
+
+        from musetalk_site.services import orphans_reap
+
+        try:
+            orphans_reap()
+        except Exception:
+            logger.warning("reaping orphaned work failed", exc_info=True)
+        finally:
+            close_old_connections()
 
     def _beat(self, *, ttl: int) -> None:
         from musetalk_site.heartbeat import WorkerBeat, beat_write
@@ -110,6 +135,7 @@ class HeartbeatMiddleware(Middleware):
             started_at=self._started_at,
             beat_at=time.time(),
             engine=engine_state(),
+            queues=self._queues,
         )
         try:
             beat_write(redis_client(), beat, ttl_seconds=ttl)

@@ -23,6 +23,7 @@ os.environ.update(
         "MUSETALK_MODEL_PROFILE": "random-tiny",
         "MUSETALK_DEVICE": "cpu",
         "WORKER_HEARTBEAT_SECONDS": "1",
+        "WORKER_STALE_SECONDS": "8",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

@@ -1,17 +1,51 @@
-"""Writes for avatars and generation jobs."""
+"""Avatar preparation: the request (web), the run (worker), re-preparation and deletion."""
 
 from __future__ import annotations
 
 import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from avatars.models import Avatar, GenerationJob
+from avatars.models import AVATAR_ID_VALIDATOR, Avatar
+from musetalk_site import realtime
 from musetalk_site.errors import ApplicationError
+from musetalk_site.uploads import video_upload_check
+from musetalk_site.worker import current_worker_id
 
 logger = logging.getLogger(__name__)
+
+
+def avatar_dir(avatar: Avatar) -> Path:
+    """Where the prepared assets of ``avatar`` live."""
+    return Path(settings.MEDIA_ROOT) / avatar.storage_key
+
+
+def avatar_event(avatar: Avatar, event: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "event": event,
+        "avatar_id": avatar.avatar_id,
+        "status": avatar.status,
+        "progress": avatar.progress,
+        "stage": avatar.stage,
+        "error": avatar.error,
+        **extra,
+    }
+
+
+def _publish(avatar: Avatar, event: str, **extra: Any) -> None:
+    realtime.publish(
+        realtime.avatar_group(avatar.owner_id, avatar.avatar_id),
+        avatar_event(avatar, event, **extra),
+    )
 
 
 def _enqueue_prepare(avatar: Avatar) -> None:
@@ -19,6 +53,86 @@ def _enqueue_prepare(avatar: Avatar) -> None:
 
     pk, revision = avatar.pk, avatar.revision
     transaction.on_commit(lambda: avatar_prepare.send(pk, revision))
+
+
+def _check_avatar_id(avatar_id: str) -> None:
+    try:
+        AVATAR_ID_VALIDATOR(avatar_id)
+    except Exception:
+        raise ApplicationError(
+            str(AVATAR_ID_VALIDATOR.message), {"field": "avatar_id", "value": avatar_id[:100]}
+        ) from None
+
+
+def avatar_prepare_request(
+    *,
+    owner: AbstractBaseUser,
+    avatar_id: str,
+    video: UploadedFile,
+    batch_size: int = 20,
+    bbox_shift: int = 0,
+    force_recreate: bool = False,
+) -> tuple[Avatar, bool]:
+    """Store the video and queue the preparation; returns (avatar, queued).
+
+    A ready avatar is returned untouched unless ``force_recreate``; its assets keep
+    serving while the new preparation runs and are replaced atomically when it succeeds.
+    """
+    _check_avatar_id(avatar_id)
+    video_upload_check(upload=video)
+    try:
+        with transaction.atomic():
+            return _prepare_request_locked(
+                owner, avatar_id, video, batch_size, bbox_shift, force_recreate
+            )
+    except IntegrityError:
+        # Another request created the same avatar_id at the same moment.
+        raise ApplicationError(
+            f"Avatar {avatar_id!r} is already being prepared.", {"avatar_id": avatar_id}, status=409
+        ) from None
+
+
+def _prepare_request_locked(
+    owner: AbstractBaseUser,
+    avatar_id: str,
+    video: UploadedFile,
+    batch_size: int,
+    bbox_shift: int,
+    force_recreate: bool,
+) -> tuple[Avatar, bool]:
+    avatar = Avatar.objects.select_for_update().filter(owner=owner, avatar_id=avatar_id).first()
+    if avatar is not None and avatar.status in (Avatar.Status.QUEUED, Avatar.Status.PREPARING):
+        raise ApplicationError(
+            f"Avatar {avatar_id!r} is already being prepared ({avatar.status}).",
+            {"avatar_id": avatar_id, "status": avatar.status},
+            status=409,
+        )
+    if avatar is not None and avatar.status == Avatar.Status.READY and not force_recreate:
+        return avatar, False
+    if avatar is None:
+        avatar = Avatar(owner=owner, avatar_id=avatar_id)
+    old_video = avatar.source_video.name if avatar.source_video else ""
+    avatar.source_video.save(video.name or "video.mp4", video, save=False)
+    new_video = avatar.source_video.name
+    avatar.batch_size, avatar.bbox_shift = batch_size, bbox_shift
+    avatar.status, avatar.progress, avatar.stage, avatar.error = Avatar.Status.QUEUED, 0, "", ""
+    avatar.revision += 1
+    avatar.queued_at, avatar.started_at, avatar.finished_at = timezone.now(), None, None
+    try:
+        avatar.save()
+    except BaseException:
+        _delete_media_file(new_video)  # the row was not written: nothing may point at it
+        raise
+    if old_video != new_video:
+        transaction.on_commit(lambda: _delete_media_file(old_video))
+    _enqueue_prepare(avatar)
+    transaction.on_commit(lambda: _publish(avatar, "queued"))
+    return avatar, True
+
+
+def _delete_media_file(name: str) -> None:
+    if name:
+        (Path(settings.MEDIA_ROOT) / name).unlink(missing_ok=True)
 
 
 @transaction.atomic
@@ -53,21 +167,163 @@ def avatar_reprepare(*, avatar: Avatar) -> Avatar:
     return avatar
 
 
-def job_cancel(*, job: GenerationJob) -> GenerationJob:
-    """Cancel a queued job at once; ask a running job to stop after its current batch."""
-    now = timezone.now()
-    claimed = GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.QUEUED).update(
-        status=GenerationJob.Status.CANCELLED, cancel_requested=True, finished_at=now
+def avatar_prepare_run(*, avatar_pk: int, revision: int) -> None:
+    """Run one claimed preparation in this worker's engine (idempotent per revision)."""
+    claimed = Avatar.objects.filter(
+        pk=avatar_pk, revision=revision, status=Avatar.Status.QUEUED
+    ).update(
+        status=Avatar.Status.PREPARING,
+        started_at=timezone.now(),
+        progress=0,
+        stage="",
+        worker_id=current_worker_id(),
     )
     if not claimed:
-        GenerationJob.objects.filter(pk=job.pk, status=GenerationJob.Status.RUNNING).update(
-            cancel_requested=True
+        logger.info("avatar %s revision %s: nothing to do (not queued)", avatar_pk, revision)
+        return
+    avatar = Avatar.objects.get(pk=avatar_pk)
+    _publish(avatar, "progress")
+    try:
+        manifest = _run_engine_prepare(avatar, revision)
+    except Exception as exc:
+        _prepare_failed(avatar, revision, exc)
+        if not _is_permanent(exc):
+            raise
+        return
+    _prepare_succeeded(avatar, revision, manifest)
+
+
+def _is_permanent(exc: Exception) -> bool:
+    from inference.errors import InferenceError
+
+    return isinstance(exc, InferenceError) and exc.permanent
+
+
+def _progress_writer(avatar: Avatar, revision: int):
+    def report(percent: int, stage: str) -> None:
+        Avatar.objects.filter(pk=avatar.pk, revision=revision).update(
+            progress=min(percent, 99), stage=stage[:64]
         )
-    job.refresh_from_db()
-    if job.status not in (GenerationJob.Status.CANCELLED, GenerationJob.Status.RUNNING):
+        avatar.progress, avatar.stage = min(percent, 99), stage[:64]
+        _publish(avatar, "progress")
+
+    return report
+
+
+def _run_engine_prepare(avatar: Avatar, revision: int) -> Any:
+    from inference.config import PrepareConfig
+    from musetalk_site.worker import get_engine
+
+    engine = get_engine()
+    config = PrepareConfig(bbox_shift=avatar.bbox_shift, batch_size=avatar.batch_size)
+    return engine.prepare(
+        Path(settings.MEDIA_ROOT) / avatar.source_video.name,
+        avatar_dir(avatar),
+        config=config,
+        progress=_progress_writer(avatar, revision),
+    )
+
+
+def _prepare_succeeded(avatar: Avatar, revision: int, manifest: Any) -> None:
+    from musetalk_site.worker import get_engine
+
+    get_engine().evict(avatar_dir(avatar))
+    Avatar.objects.filter(pk=avatar.pk, revision=revision).update(
+        status=Avatar.Status.READY,
+        progress=100,
+        stage="done",
+        error="",
+        has_assets=True,
+        frame_count=manifest.frame_count,
+        fps=manifest.fps,
+        width=manifest.frame_width,
+        height=manifest.frame_height,
+        size_bytes=_tree_size(avatar_dir(avatar)),
+        face_backend=manifest.face_backend,
+        model_profile=str(manifest.model.get("profile", "")),
+        finished_at=timezone.now(),
+    )
+    avatar.refresh_from_db()
+    _publish(avatar, "ready")
+
+
+def _prepare_failed(avatar: Avatar, revision: int, exc: Exception) -> None:
+    message = getattr(exc, "message", None) or "internal error during preparation"
+    if not getattr(exc, "message", None):
+        logger.exception("avatar %s preparation crashed", avatar.pk)
+    # With assets from an earlier preparation the avatar keeps serving them.
+    status = Avatar.Status.READY if avatar.has_assets else Avatar.Status.FAILED
+    prefix = "re-preparation failed: " if avatar.has_assets else ""
+    Avatar.objects.filter(pk=avatar.pk, revision=revision).update(
+        status=status, error=f"{prefix}{message}", finished_at=timezone.now()
+    )
+    avatar.refresh_from_db()
+    _publish(avatar, "error", message=avatar.error)
+
+
+def _tree_size(folder: Path) -> int:
+    return sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+
+
+def avatar_delete(*, avatar: Avatar) -> None:
+    """Delete the avatar, its jobs, its files; workers drop it from their caches."""
+    from avatars.tasks import avatar_cache_evict
+
+    folder = avatar_dir(avatar)
+    video = avatar.source_video.name if avatar.source_video else ""
+    results = [job.result.name for job in avatar.jobs.all() if job.result]
+    audio = [job.audio_file.name for job in avatar.jobs.all() if job.audio_file]
+    key = str(folder)
+    with transaction.atomic():
+        avatar.delete()
+        transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
+        for name in [video, *results, *audio]:
+            transaction.on_commit(lambda name=name: _delete_media_file(name))
+        transaction.on_commit(lambda: avatar_cache_evict.send(key))
+
+
+def avatar_cache_warm(*, avatar: Avatar) -> None:
+    """Ask the generation workers to load the avatar into their cache."""
+    from avatars.tasks import avatar_cache_warm as warm
+
+    if not (avatar.status == Avatar.Status.READY or avatar.has_assets):
         raise ApplicationError(
-            f"Job {job.request_id} has already {job.status}.",
-            {"request_id": job.request_id, "status": job.status},
+            f"Avatar {avatar.avatar_id!r} is not ready (status: {avatar.status}).",
+            {"avatar_id": avatar.avatar_id, "status": avatar.status},
             status=409,
         )
-    return job
+    warm.send(str(avatar_dir(avatar)))
+
+
+def avatar_cache_clear(*, avatar: Avatar) -> None:
+    """Ask the generation workers to drop the avatar from their cache."""
+    from avatars.tasks import avatar_cache_evict
+
+    avatar_cache_evict.send(str(avatar_dir(avatar)))
+
+
+WORKER_LOST = "the worker preparing this avatar stopped unexpectedly; please try again"
+
+
+def _claim_is_orphaned():
+    from django.db.models import Q
+
+    grace = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    return Q(started_at__lt=grace) | Q(started_at__isnull=True)
+
+
+def avatar_orphans_reap(*, live_worker_ids: set[str]) -> int:
+    """Finish preparations whose worker is gone: failed, or back to ready on old assets."""
+    stuck = Avatar.objects.filter(status=Avatar.Status.PREPARING).filter(_claim_is_orphaned())
+    reaped = 0
+    for avatar in stuck.exclude(worker_id__in=live_worker_ids):
+        status = Avatar.Status.READY if avatar.has_assets else Avatar.Status.FAILED
+        reaped += Avatar.objects.filter(
+            pk=avatar.pk, revision=avatar.revision, status=Avatar.Status.PREPARING
+        ).update(status=status, error=WORKER_LOST, finished_at=timezone.now())
+        avatar.refresh_from_db()
+        _publish(avatar, "error", message=WORKER_LOST)
+        logger.warning(
+            "avatar %s: worker %s is gone; marked %s", avatar.pk, avatar.worker_id, status
+        )
+    return reaped

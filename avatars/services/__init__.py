@@ -1,0 +1,23 @@
+"""Writes for avatars and generation jobs."""
+
+from avatars.services.avatar import (
+    avatar_cache_clear,
+    avatar_cache_warm,
+    avatar_delete,
+    avatar_prepare_request,
+    avatar_prepare_run,
+    avatar_reprepare,
+)
+from avatars.services.job import job_cancel, job_create, job_run
+
+__all__ = [
+    "avatar_cache_clear",
+    "avatar_cache_warm",
+    "avatar_delete",
+    "avatar_prepare_request",
+    "avatar_prepare_run",
+    "avatar_reprepare",
+    "job_cancel",
+    "job_create",
+    "job_run",
+]

@@ -1,0 +1,61 @@
+"""Server-sent events fed by a channel-layer group.
+
+The stream starts with a snapshot read from the database (so a follower that connects
+late still sees the current state), then forwards live events until a terminal one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.http import StreamingHttpResponse
+
+KEEPALIVE_SECONDS = 15.0
+
+
+def sse_format(payload: dict[str, Any], *, event_id: str | int | None = None) -> str:
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {json.dumps(payload, default=str)}")
+    return "\n".join(lines) + "\n\n"
+
+
+async def follow_group(
+    group: str,
+    snapshot: Callable[[], Awaitable[dict[str, Any]]],
+    terminal: set[str],
+) -> AsyncIterator[str]:
+    """Yield SSE frames: the snapshot, then live events, until an event in ``terminal``."""
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(group, channel)
+    try:
+        # Subscribed before the snapshot is read, so nothing between the two is missed.
+        current = await snapshot()
+        yield sse_format(current)
+        if current.get("event") in terminal:
+            return
+        while True:
+            try:
+                message = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
+            except asyncio.TimeoutError:
+                yield ": keep-alive\n\n"
+                continue
+            payload = message.get("payload", {})
+            yield sse_format(payload)
+            if payload.get("event") in terminal:
+                return
+    finally:
+        await layer.group_discard(group, channel)
+
+
+def sse_response(frames: AsyncIterator[str]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    return response

@@ -1,0 +1,128 @@
+"""Upload checks shared by every endpoint that takes a media file.
+
+Size is enforced while the body streams in (``LimitedUploadHandler``), so a huge upload
+never lands on disk; type and content are then checked cheaply with a PyAV probe of the
+temporary file before anything is queued.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.core.files.uploadhandler import SkipFile, TemporaryFileUploadHandler
+
+from inference.errors import MediaError
+from inference.media import AudioInfo, VideoInfo, probe_audio, probe_video
+from musetalk_site.errors import ApplicationError
+
+VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
+AUDIO_EXTENSIONS = {".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm"}
+_TOO_LARGE_ATTR = "_musetalk_too_large"
+
+
+def field_limit(field_name: str) -> int:
+    if field_name == "video_file":
+        return settings.MAX_VIDEO_UPLOAD_BYTES
+    return settings.MAX_AUDIO_UPLOAD_BYTES
+
+
+class LimitedUploadHandler(TemporaryFileUploadHandler):
+    """Streams files to disk and drops any file over its field's size limit."""
+
+    def new_file(self, field_name: str, *args: object, **kwargs: object) -> None:
+        super().new_file(field_name, *args, **kwargs)
+        self._received = 0
+        self._limit = field_limit(field_name)
+
+    def receive_data_chunk(self, raw_data: bytes, start: int) -> bytes | None:
+        self._received += len(raw_data)
+        if self._received > self._limit:
+            too_large = getattr(self.request, _TOO_LARGE_ATTR, {})
+            too_large[self.field_name] = self._limit
+            setattr(self.request, _TOO_LARGE_ATTR, too_large)
+            self.file.close()
+            raise SkipFile()
+        return super().receive_data_chunk(raw_data, start)
+
+
+def require_upload(request: object, files: dict, field: str) -> UploadedFile:
+    """The uploaded file ``field``, or a 413/400 that says what is wrong."""
+    too_large = getattr(request, _TOO_LARGE_ATTR, {})
+    if field in too_large:
+        limit_mb = too_large[field] // (1024 * 1024)
+        raise ApplicationError(
+            f"{field} is larger than the {limit_mb} MB limit.",
+            {"field": field, "limit_bytes": too_large[field]},
+            status=413,
+        )
+    upload = files.get(field)
+    if upload is None:
+        raise ApplicationError(f"{field}: This field is required.", {"field": field})
+    if upload.size == 0:
+        raise ApplicationError(f"{field} is empty.", {"field": field})
+    return upload
+
+
+def _suffix(upload: UploadedFile) -> str:
+    return Path(upload.name or "").suffix.lower()
+
+
+def _path(upload: UploadedFile) -> str:
+    return upload.temporary_file_path()  # LimitedUploadHandler always spools to disk
+
+
+def video_upload_check(*, upload: UploadedFile) -> VideoInfo:
+    """Refuse what is not a short, readable video; return its header facts."""
+    if _suffix(upload) not in VIDEO_EXTENSIONS:
+        raise ApplicationError(
+            f"video_file must be a video ({', '.join(sorted(VIDEO_EXTENSIONS))}); "
+            f"got {upload.name!r}.",
+            {"field": "video_file"},
+            status=415,
+        )
+    try:
+        info = probe_video(_path(upload))
+    except MediaError as exc:
+        raise ApplicationError(
+            f"video_file is not a readable video: {exc.message}", {"field": "video_file"}
+        ) from None
+    if info.duration_s > settings.MAX_VIDEO_SECONDS:
+        raise ApplicationError(
+            f"video_file is {info.duration_s:.1f} s long; the limit is "
+            f"{settings.MAX_VIDEO_SECONDS:g} s.",
+            {"field": "video_file", "duration_seconds": info.duration_s},
+        )
+    if info.frame_count and info.frame_count < 2:
+        raise ApplicationError(
+            "video_file has a single frame; an avatar needs a video of at least 2 frames.",
+            {"field": "video_file"},
+        )
+    return info
+
+
+def audio_upload_check(*, upload: UploadedFile) -> AudioInfo:
+    """Refuse what is not readable audio of a sane length; return its header facts."""
+    if _suffix(upload) not in AUDIO_EXTENSIONS | {".mp4"}:
+        raise ApplicationError(
+            f"audio_file must be audio ({', '.join(sorted(AUDIO_EXTENSIONS))}); "
+            f"got {upload.name!r}.",
+            {"field": "audio_file"},
+            status=415,
+        )
+    try:
+        info = probe_audio(_path(upload))
+    except MediaError as exc:
+        raise ApplicationError(
+            f"audio_file is not readable audio: {exc.message}", {"field": "audio_file"}
+        ) from None
+    if info.duration_s > settings.MAX_AUDIO_SECONDS:
+        raise ApplicationError(
+            f"audio_file is {info.duration_s:.1f} s long; the limit is "
+            f"{settings.MAX_AUDIO_SECONDS:g} s.",
+            {"field": "audio_file", "duration_seconds": info.duration_s},
+        )
+    if info.duration_s < 0.1:
+        raise ApplicationError("audio_file is shorter than 0.1 s.", {"field": "audio_file"})
+    return info
