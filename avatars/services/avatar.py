@@ -123,7 +123,7 @@ def _prepare_request_locked(
     except BaseException:
         _delete_media_file(new_video)  # the row was not written: nothing may point at it
         raise
-    if old_video != new_video:
+    if old_video and old_video != new_video:
         transaction.on_commit(lambda: _delete_media_file(old_video))
     _enqueue_prepare(avatar)
     transaction.on_commit(lambda: _publish(avatar, "queued"))
