@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.conf import settings
+from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import SkipFile, TemporaryFileUploadHandler
 
@@ -65,15 +66,18 @@ def require_upload(request: object, files: dict, field: str) -> UploadedFile:
     return upload
 
 
-def _suffix(upload: UploadedFile) -> str:
+def _suffix(upload: File) -> str:
     return Path(upload.name or "").suffix.lower()
 
 
-def _path(upload: UploadedFile) -> str:
-    return upload.temporary_file_path()  # LimitedUploadHandler always spools to disk
+def _path(upload: File) -> str:
+    """The file on disk: the spooled upload (LimitedUploadHandler) or a local file."""
+    if hasattr(upload, "temporary_file_path"):
+        return upload.temporary_file_path()
+    return str(upload.file.name)
 
 
-def video_upload_check(*, upload: UploadedFile) -> VideoInfo:
+def video_upload_check(*, upload: File) -> VideoInfo:
     """Refuse what is not a short, readable video; return its header facts."""
     if _suffix(upload) not in VIDEO_EXTENSIONS:
         raise ApplicationError(
@@ -102,7 +106,7 @@ def video_upload_check(*, upload: UploadedFile) -> VideoInfo:
     return info
 
 
-def audio_upload_check(*, upload: UploadedFile) -> AudioInfo:
+def audio_upload_check(*, upload: File) -> AudioInfo:
     """Refuse what is not readable audio of a sane length; return its header facts."""
     if _suffix(upload) not in AUDIO_EXTENSIONS | {".mp4"}:
         raise ApplicationError(

@@ -216,3 +216,23 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
     finally:
         live_stack.restart("worker")
         live_stack.wait_healthy(timeout=120)
+
+
+def test_admin_commands_prepare_and_generate_with_progress(
+    live_stack: Stack, media_dir: Path, capsys
+):
+    from django.core.management import call_command
+
+    api_user(live_stack.base_url, "cmd-user")
+    call_command(
+        "prepare_avatar", "cmd-user", "cmdav", str(media_dir / "face2.mp4"), "--batch-size", "8"
+    )
+    out = media_dir / "cmd.mp4"
+    call_command(
+        "generate_video", "cmd-user", "cmdav", str(media_dir / "speech.wav"), "--out", str(out)
+    )
+    captured = capsys.readouterr()
+    assert "cmdav is ready: 20 frames." in captured.out
+    assert "100%" in captured.err  # the progress bar reached the end
+    frames, info = _decode(out)
+    assert len(frames) == int(SPEECH_SECONDS * 25) and info["audio_codec"] == "aac"
