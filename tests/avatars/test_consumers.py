@@ -51,7 +51,5 @@ async def test_it_refuses_anonymous_and_foreign_followers(redis_server):
     communicator, connected, code = await _connect(f"/ws/generate/{job.request_id}/")
     assert not connected and code == 4401
     other = await _other_token()
-    communicator, connected, code = await _connect(
-        f"/ws/generate/{job.request_id}/?token={other}"
-    )
+    communicator, connected, code = await _connect(f"/ws/generate/{job.request_id}/?token={other}")
     assert not connected and code == 4404
