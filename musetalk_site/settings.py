@@ -202,7 +202,7 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Talking avatars lip-synced by MuseTalk v1.5: prepare, generate, stream.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
-    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     "ENUM_NAME_OVERRIDES": {
         "AvatarStatusEnum": "avatars.models.Avatar.Status",
         "JobStatusEnum": "avatars.models.GenerationJob.Status",
