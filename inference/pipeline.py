@@ -87,7 +87,7 @@ class Chunk:
 @dataclass
 class _Cached:
     avatar: PreparedAvatar
-    version: int  # manifest mtime: a re-prepared avatar is reloaded
+    version: tuple[int, int]  # manifest inode + mtime: a re-prepared avatar is reloaded
 
 
 class Engine:
@@ -103,8 +103,14 @@ class Engine:
         budget_bytes: int = 0,
         blend_workers: int = 2,
         prefetch_batches: int = 2,
+        decode_batch_size: int | None = None,
     ) -> None:
         self.models = models
+        # The VAE decoder is 78% of the work. On CPU its per-frame cost rises past batch 4
+        # (ENVIRONMENT.md), so decode in slices there; on CUDA decode the whole batch.
+        if decode_batch_size is None:
+            decode_batch_size = 0 if models.device.type == "cuda" else 4
+        self.decode_batch_size = decode_batch_size
         self.face_backend = face_backend
         self.prefetch_batches = prefetch_batches
         self.cache: AvatarCache[_Cached] = AvatarCache(
@@ -276,15 +282,12 @@ class Engine:
         producer.start()
         try:
             while True:
-                item = handoff.get()
+                item = _next_item(handoff, cancelled)
                 if item is _END:
                     return
                 if isinstance(item, BaseException):
                     raise item
-                frame = item.result()
-                if cancelled is not None and cancelled():
-                    return
-                yield frame
+                yield item.result()
         finally:
             stop.set()
             _drain(handoff)
@@ -305,7 +308,9 @@ class Engine:
                 if stop.is_set():
                     return
                 indices = list(range(start, min(start + config.batch_size, chunks.shape[0])))
-                faces = self._model_batch(avatar, chunks, indices, timings)
+                faces = self._model_batch(avatar, chunks, indices, timings, stop)
+                if stop.is_set():
+                    return
                 for i, face in zip(indices, faces, strict=True):
                     future = self._pool.submit(self._blend, avatar, i, face)
                     if not _put(handoff, future, stop):
@@ -320,8 +325,12 @@ class Engine:
         chunks: torch.Tensor,
         indices: list[int],
         timings: dict[str, float] | None,
+        stop: threading.Event,
     ) -> np.ndarray:
-        """UNet + VAE decode for output frames ``indices``: (B, 256, 256, 3) uint8 BGR."""
+        """UNet + VAE decode for output frames ``indices``: (B, 256, 256, 3) uint8 BGR.
+
+        Returns early (an empty array) when the consumer stopped during the UNet step.
+        """
         stored = [avatar.frame_index(i) for i in indices]
         estimate = estimate_batch_bytes(
             batch_size=len(indices), dtype_bytes=self._dtype_bytes, profile=self.models.profile
@@ -332,13 +341,23 @@ class Engine:
             t0 = time.perf_counter()
             predicted = predict_latents(self.models, latents, audio)
             t1 = time.perf_counter()
-            with torch.inference_mode():
-                faces = decode_latents(self.models.vae, predicted)
+            if stop.is_set():
+                return np.empty((0, 256, 256, 3), np.uint8)
+            faces = self._decode(predicted)
             t2 = time.perf_counter()
         if timings is not None:
             timings["unet_s"] = timings.get("unet_s", 0.0) + (t1 - t0)
             timings["vae_decode_s"] = timings.get("vae_decode_s", 0.0) + (t2 - t1)
         return faces
+
+    def _decode(self, predicted: torch.Tensor) -> np.ndarray:
+        """VAE decode (B, 4, 32, 32) -> (B, 256, 256, 3) uint8 BGR, in slices on CPU."""
+        step = self.decode_batch_size or predicted.shape[0]
+        parts = [
+            decode_latents(self.models.vae, predicted[start : start + step])
+            for start in range(0, predicted.shape[0], step)
+        ]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _blend(self, avatar: PreparedAvatar, i: int, face: np.ndarray) -> np.ndarray:
         j = avatar.frame_index(i)
@@ -457,13 +476,25 @@ def _audio_slice(samples: np.ndarray, first_frame: int, count: int, fps: int) ->
     return samples[start:end]
 
 
-def _manifest_version(avatar_dir: Path) -> int:
+def _manifest_version(avatar_dir: Path) -> tuple[int, int]:
     try:
-        return os.stat(avatar_dir / MANIFEST).st_mtime_ns
+        stat = os.stat(avatar_dir / MANIFEST)
+        return stat.st_ino, stat.st_mtime_ns
     except FileNotFoundError:
         raise InferenceError(
             f"{avatar_dir.name} is not a prepared avatar (no {MANIFEST})", permanent=True
         ) from None
+
+
+def _next_item(handoff: queue.Queue[Any], cancelled: Cancelled | None) -> Any:
+    """The next handed-over item; ``cancelled()`` is polled while the model works."""
+    while True:
+        if cancelled is not None and cancelled():
+            return _END
+        try:
+            return handoff.get(timeout=0.1)
+        except queue.Empty:
+            continue
 
 
 def _put(handoff: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
