@@ -210,11 +210,19 @@ def _progress_writer(avatar: Avatar, revision: int):
     return report
 
 
+def remove_stale_staging(folder: Path) -> None:
+    """Drop staging folders a killed preparation left next to ``folder`` (never a half avatar:
+    the engine only renames a finished staging folder into place)."""
+    for staging in folder.parent.glob(f".{folder.name}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _run_engine_prepare(avatar: Avatar, revision: int) -> Any:
     from inference.config import PrepareConfig
     from musetalk_site.worker import get_engine
 
     engine = get_engine()
+    remove_stale_staging(avatar_dir(avatar))  # this revision owns the avatar: claimed above
     config = PrepareConfig(bbox_shift=avatar.bbox_shift, batch_size=avatar.batch_size)
     return engine.prepare(
         Path(settings.MEDIA_ROOT) / avatar.source_video.name,
@@ -322,6 +330,7 @@ def avatar_orphans_reap(*, live_worker_ids: set[str]) -> int:
             pk=avatar.pk, revision=avatar.revision, status=Avatar.Status.PREPARING
         ).update(status=status, error=WORKER_LOST, finished_at=timezone.now())
         avatar.refresh_from_db()
+        remove_stale_staging(avatar_dir(avatar))
         _publish(avatar, "error", message=WORKER_LOST)
         logger.warning(
             "avatar %s: worker %s is gone; marked %s", avatar.pk, avatar.worker_id, status
