@@ -92,7 +92,10 @@ def check_worker(redis_ok: bool) -> Check:
         detail["error"] = (
             f"no live worker with a loaded engine for queue(s): {', '.join(uncovered)}"
         )
-        if loading:
+        failed = [w["engine"]["error"] for w in fresh if w["engine"].get("error")]
+        if failed:
+            detail["error"] += f"; engine failed to load: {failed[0]}"
+        elif loading:
             detail["error"] += f" ({len(loading)} worker(s) still loading the engine)"
     return Check(not uncovered, detail)
 

@@ -43,6 +43,15 @@ def _setup_database(env: dict[str, str]) -> None:
     sys.stdout.write(result.stdout)
 
 
+def _require_weights(models_dir: Path) -> None:
+    from inference.errors import MissingWeightsError
+    from inference.models import missing_weights
+
+    missing = missing_weights(models_dir)
+    if missing:
+        raise SystemExit(str(MissingWeightsError(missing, str(models_dir))))
+
+
 def _weights_missing(models_dir: Path) -> bool:
     from inference.models import missing_weights
 
@@ -50,11 +59,17 @@ def _weights_missing(models_dir: Path) -> bool:
 
 
 def _resolve_profile(env: dict[str, str]) -> None:
-    """Apply the ``auto`` rule once here, so the worker does not retry the download."""
+    """Apply the ``auto`` rule once here, so the worker does not retry the download.
+
+    An explicit ``musetalk-v15`` with missing weights stops the launch at once, naming
+    every missing file and the command that downloads them.
+    """
     requested = env.get("MUSETALK_MODEL_PROFILE", "auto") or "auto"
+    models_dir = Path(env.get("MODELS_DIR", str(BASE_DIR / "models")))
+    if requested == "musetalk-v15":
+        _require_weights(models_dir)
     if requested != "auto":
         return
-    models_dir = Path(env.get("MODELS_DIR", str(BASE_DIR / "models")))
     if not _weights_missing(models_dir):
         env["MUSETALK_MODEL_PROFILE"] = "musetalk-v15"
         return

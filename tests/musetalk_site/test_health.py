@@ -80,3 +80,16 @@ def test_dashboard_shows_the_demo_banner(redis_server, client, django_user_model
     page = client.get("/").content.decode()
     assert 'id="demo-banner"' in page
     assert "demo mode: random weights, output is not real lip-sync" in page
+
+
+def test_health_shows_why_the_engine_did_not_load(redis_server):
+    _beat(
+        age=0.2,
+        engine={"loaded": False, "error": "MuseTalk v1.5 weights are missing from /models"},
+    )
+    response = APIClient().get("/health")
+    assert response.status_code == 503
+    assert (
+        "engine failed to load: MuseTalk v1.5 weights are missing"
+        in (response.json()["checks"]["worker"]["error"])
+    )

@@ -105,3 +105,25 @@ def test_launcher_runs_the_stack_in_demo_mode_and_stops_cleanly(tmp_path):
     time.sleep(0.5)
     assert [pid for pid in children if _alive(pid)] == []
     assert _health(port)[0] == 0  # nothing listens any more
+
+
+def test_launcher_refuses_to_start_the_real_profile_without_weights(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "DATABASE_URL")}
+    env.update(
+        VAR_DIR=str(tmp_path / "var"),
+        MODELS_DIR=str(tmp_path / "models"),
+        MUSETALK_MODEL_PROFILE="musetalk-v15",
+        PORT=str(free_port()),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "musetalk_site.launcher"],
+        cwd=BASE_DIR,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 1
+    assert "musetalkV15/unet.pth" in result.stderr and "sd-vae/config.json" in result.stderr
+    assert "python manage.py download_models" in result.stderr
+    assert "dashboard at" not in result.stdout + result.stderr
