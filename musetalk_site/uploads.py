@@ -7,7 +7,9 @@ temporary file before anything is queued.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from django.conf import settings
 from django.core.files import File
@@ -21,6 +23,9 @@ from musetalk_site.errors import ApplicationError
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".webm", ".mkv", ".avi"}
 AUDIO_EXTENSIONS = {".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm"}
 _TOO_LARGE_ATTR = "_musetalk_too_large"
+T = TypeVar("T")
+VIDEO_KIND = ("a video", "a readable video")
+AUDIO_KIND = ("audio", "readable audio")
 
 
 def field_limit(field_name: str) -> int:
@@ -77,27 +82,36 @@ def _path(upload: File) -> str:
     return str(upload.file.name)
 
 
-def video_upload_check(*, upload: File) -> VideoInfo:
-    """Refuse what is not a short, readable video; return its header facts."""
-    if _suffix(upload) not in VIDEO_EXTENSIONS:
+def _probe(
+    upload: File, field: str, kind: str, extensions: set[str], probe: Callable[[str], T]
+) -> T:
+    """Extension check (415), then a header probe of the file (400 when unreadable)."""
+    if _suffix(upload) not in extensions:
         raise ApplicationError(
-            f"video_file must be a video ({', '.join(sorted(VIDEO_EXTENSIONS))}); "
-            f"got {upload.name!r}.",
-            {"field": "video_file"},
+            f"{field} must be {kind[0]} ({', '.join(sorted(extensions))}); got {upload.name!r}.",
+            {"field": field},
             status=415,
         )
     try:
-        info = probe_video(_path(upload))
+        return probe(_path(upload))
     except MediaError as exc:
         raise ApplicationError(
-            f"video_file is not a readable video: {exc.message}", {"field": "video_file"}
+            f"{field} is not {kind[1]}: {exc.message}", {"field": field}
         ) from None
-    if info.duration_s > settings.MAX_VIDEO_SECONDS:
+
+
+def _check_duration(field: str, seconds: float, limit: float) -> None:
+    if seconds > limit:
         raise ApplicationError(
-            f"video_file is {info.duration_s:.1f} s long; the limit is "
-            f"{settings.MAX_VIDEO_SECONDS:g} s.",
-            {"field": "video_file", "duration_seconds": info.duration_s},
+            f"{field} is {seconds:.1f} s long; the limit is {limit:g} s.",
+            {"field": field, "duration_seconds": seconds},
         )
+
+
+def video_upload_check(*, upload: File) -> VideoInfo:
+    """Refuse what is not a short, readable video; return its header facts."""
+    info = _probe(upload, "video_file", VIDEO_KIND, VIDEO_EXTENSIONS, probe_video)
+    _check_duration("video_file", info.duration_s, settings.MAX_VIDEO_SECONDS)
     if info.frame_count and info.frame_count < 2:
         raise ApplicationError(
             "video_file has a single frame; an avatar needs a video of at least 2 frames.",
@@ -108,25 +122,8 @@ def video_upload_check(*, upload: File) -> VideoInfo:
 
 def audio_upload_check(*, upload: File) -> AudioInfo:
     """Refuse what is not readable audio of a sane length; return its header facts."""
-    if _suffix(upload) not in AUDIO_EXTENSIONS | {".mp4"}:
-        raise ApplicationError(
-            f"audio_file must be audio ({', '.join(sorted(AUDIO_EXTENSIONS))}); "
-            f"got {upload.name!r}.",
-            {"field": "audio_file"},
-            status=415,
-        )
-    try:
-        info = probe_audio(_path(upload))
-    except MediaError as exc:
-        raise ApplicationError(
-            f"audio_file is not readable audio: {exc.message}", {"field": "audio_file"}
-        ) from None
-    if info.duration_s > settings.MAX_AUDIO_SECONDS:
-        raise ApplicationError(
-            f"audio_file is {info.duration_s:.1f} s long; the limit is "
-            f"{settings.MAX_AUDIO_SECONDS:g} s.",
-            {"field": "audio_file", "duration_seconds": info.duration_s},
-        )
+    info = _probe(upload, "audio_file", AUDIO_KIND, AUDIO_EXTENSIONS | {".mp4"}, probe_audio)
+    _check_duration("audio_file", info.duration_s, settings.MAX_AUDIO_SECONDS)
     if info.duration_s < 0.1:
         raise ApplicationError("audio_file is shorter than 0.1 s.", {"field": "audio_file"})
     return info
