@@ -87,3 +87,40 @@ def _dump_logs(log_dir: Path) -> None:
     for log in sorted(log_dir.glob("*.log")):
         tail = log.read_text(errors="replace")[-4000:]
         print(f"----- {log.name} -----\n{tail}")  # noqa: T201 - shown by pytest on failure
+
+
+ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    """A real headless Chromium (Debian chromium + chromium-driver) driven by Selenium."""
+    import shutil
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    binary, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not binary or not driver:
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver must be installed in CI")
+        pytest.skip("chromium / chromedriver not installed")
+    options = webdriver.ChromeOptions()
+    options.binary_location = binary
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--autoplay-policy=no-user-gesture-required",
+        "--window-size=1280,900",
+    ):
+        options.add_argument(flag)
+    chrome = webdriver.Chrome(service=Service(driver), options=options)
+    ARTIFACTS_DIR.mkdir(exist_ok=True)
+    yield chrome
+    chrome.quit()
