@@ -53,17 +53,11 @@ REQUIRED_FILES = (
 
 # Upstream's avatar-preparation models (spec §2); this engine does not need them to generate.
 OPTIONAL_FILES = (
-    WeightFile("yzd-v/DWPose", "dw-ll_ucoco_384.pth", "dwpose/dw-ll_ucoco_384.pth", True),
+    WeightFile("yzd-v/DWPose", "dw-ll_ucoco_384.onnx", "dwpose/dw-ll_ucoco_384.onnx", True),
     WeightFile(
         "ManyOtherFunctions/face-parse-bisent",
         "79999_iter.pth",
         "face-parse-bisent/79999_iter.pth",
-        True,
-    ),
-    WeightFile(
-        "ManyOtherFunctions/face-parse-bisent",
-        "resnet18-5c106cde.pth",
-        "face-parse-bisent/resnet18-5c106cde.pth",
         True,
     ),
 )

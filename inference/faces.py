@@ -3,8 +3,9 @@
 Two kinds of backend are meant to exist:
 
 * the official one (DWPose 68 landmarks + S3FD box + BiSeNet parsing, spec §6.1 and §7.4),
-  which needs the weights listed in :data:`OFFICIAL_FACE_FILES` and the mmpose stack;
-  **it is not implemented in this version** (see :func:`select_backend`), and
+  :class:`inference.face_official.backend.OfficialFaceBackend`, chosen by
+  :func:`select_backend` when the weights listed in :data:`OFFICIAL_FACE_FILES` are present
+  (DWPose runs as ONNX through onnxruntime; no mmpose), and
 * :class:`OfflineFaceBackend`, built only from what ships inside registry packages: OpenCV's
   bundled Haar cascades find the face box, a fixed mean-shape 68-point model is fitted to that
   box, and ``parse`` rasterises a CelebAMask-HQ class map from those landmarks. Its landmarks
@@ -22,6 +23,8 @@ from typing import Protocol
 import cv2
 import numpy as np
 
+from inference.face_official import OFFICIAL_FILES
+
 logger = logging.getLogger(__name__)
 
 PARSE_SIZE = 512  # BiSeNet's working resolution; jaw-mode kernels are sized for it (spec §7.4)
@@ -31,13 +34,9 @@ PARSE_SIZE = 512  # BiSeNet's working resolution; jaw-mode kernels are sized for
 BACKGROUND, SKIN, L_BROW, R_BROW, L_EYE, R_EYE = 0, 1, 2, 3, 4, 5
 NOSE, MOUTH, UPPER_LIP, LOWER_LIP, NECK = 10, 11, 12, 13, 14
 
-# Official face-model files, relative to MODELS_DIR. The DWPose checkpoint may be the original
-# mmpose .pth or an ONNX export; S3FD's file is named as in the face-alignment download.
-OFFICIAL_FACE_FILES: dict[str, tuple[str, ...]] = {
-    "dwpose": ("dwpose/dw-ll_ucoco_384.pth", "dwpose/dw-ll_ucoco_384.onnx"),
-    "face-parse-bisent": ("face-parse-bisent/79999_iter.pth",),
-    "s3fd": ("s3fd/s3fd-619a316812.pth", "s3fd/s3fd.pth"),
-}
+# Official face-model files, relative to MODELS_DIR (see inference.face_official): DWPose as
+# the ONNX export, S3FD as named by face-alignment's download, BiSeNet's 79999_iter.pth.
+OFFICIAL_FACE_FILES: dict[str, tuple[str, ...]] = OFFICIAL_FILES
 
 # Mean 68-point face (iBUG order, 0-based) in coordinates normalised to the Haar face box:
 # (0, 0) is the box's top-left corner and (1, 1) its bottom-right corner. Derived for this
@@ -258,13 +257,9 @@ def missing_official_face_files(models_dir: Path) -> list[str]:
     return missing
 
 
-def select_backend(models_dir: Path) -> FaceBackend:
-    """The face backend to use with ``models_dir``; today always :class:`OfflineFaceBackend`.
-
-    Extension point: once an official backend (DWPose + S3FD + BiSeNet) is implemented, return
-    it here when :func:`missing_official_face_files` is empty. Until then this function logs
-    why the offline backend was chosen, including when the official weights are present.
-    """
+def select_backend(models_dir: Path, device: str = "cpu") -> FaceBackend:
+    """The official backend (DWPose + S3FD + BiSeNet) on ``device`` when all of its weights
+    are in ``models_dir``, else :class:`OfflineFaceBackend`; logs which one and why."""
     missing = missing_official_face_files(models_dir)
     if missing:
         logger.warning(
@@ -273,10 +268,10 @@ def select_backend(models_dir: Path) -> FaceBackend:
             models_dir,
             "; ".join(missing),
         )
-    else:
-        logger.warning(
-            "official face weights found in %s, but the DWPose/S3FD/BiSeNet backend is not "
-            "implemented in this version; using the offline OpenCV backend",
-            models_dir,
-        )
-    return OfflineFaceBackend()
+        return OfflineFaceBackend()
+    # Imported here: the backend module imports FaceDetection from this module.
+    from inference.face_official.backend import OfficialFaceBackend
+
+    backend = OfficialFaceBackend(Path(models_dir), device)
+    logger.info("face backend: %s (weights in %s, device %s)", backend.name, models_dir, device)
+    return backend

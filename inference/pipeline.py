@@ -142,7 +142,7 @@ class Engine:
             )
         return cls(
             models,
-            select_backend(Path(config.models_dir)),
+            select_backend(Path(config.models_dir), config.device),
             cache_max_bytes=cache_max_bytes,
             cache_ttl_seconds=cache_ttl_seconds,
             budget_bytes=budget_bytes,

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from inference.errors import InferenceError
 from inference.faces import (
     BACKGROUND,
     L_BROW,
@@ -152,24 +153,20 @@ def test_it_selects_the_offline_backend_and_says_what_is_missing(
 
     assert isinstance(chosen, OfflineFaceBackend)
     assert chosen.name == "offline-opencv-haar"
-    assert "dwpose/dw-ll_ucoco_384.pth" in caplog.text
+    assert "dwpose/dw-ll_ucoco_384.onnx" in caplog.text
     assert "face-parse-bisent/79999_iter.pth" in caplog.text
     assert "offline" in caplog.text
 
 
-def test_it_says_the_official_backend_is_not_implemented_when_its_weights_exist(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_it_refuses_corrupt_official_weights_instead_of_falling_back(tmp_path: Path) -> None:
     for rel in ("dwpose/dw-ll_ucoco_384.onnx", "face-parse-bisent/79999_iter.pth", "s3fd/s3fd.pth"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"weights")
 
-    with caplog.at_level(logging.WARNING, logger="inference.faces"):
-        chosen = select_backend(tmp_path)
-
     assert missing_official_face_files(tmp_path) == []
-    assert isinstance(chosen, OfflineFaceBackend)
-    assert "not implemented" in caplog.text
+    with pytest.raises(InferenceError) as caught:
+        select_backend(tmp_path)
+    assert caught.value.permanent
 
 
 def test_it_lists_only_the_official_models_that_are_missing(tmp_path: Path) -> None:
