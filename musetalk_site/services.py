@@ -35,12 +35,20 @@ def live_worker_ids() -> set[str]:
 
 
 def orphans_reap() -> int:
-    """Fail the work claimed by workers that died (no fresh heartbeat); returns the count.
+    """Fail the work claimed by workers that died (no fresh heartbeat) and expire idle
+    sessions; returns how many rows changed.
 
-    A killed worker never leaves an avatar ``preparing`` or a job ``running`` forever.
+    A killed worker never leaves an avatar ``preparing``, a job ``running`` or a stream
+    ``streaming`` forever.
     """
     from avatars.services.avatar import avatar_orphans_reap
     from avatars.services.job import job_orphans_reap
+    from sessions_app.services import sessions_expire, stream_orphans_reap
 
     live = live_worker_ids()
-    return avatar_orphans_reap(live_worker_ids=live) + job_orphans_reap(live_worker_ids=live)
+    return (
+        avatar_orphans_reap(live_worker_ids=live)
+        + job_orphans_reap(live_worker_ids=live)
+        + stream_orphans_reap(live_worker_ids=live)
+        + sessions_expire()
+    )

@@ -28,4 +28,5 @@ urlpatterns = [
         name="api-docs",
     ),
     path("", include("avatars.urls")),
+    path("", include("sessions_app.urls")),
 ]

@@ -66,9 +66,20 @@ class StreamRequest(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     first_chunk_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
+
+    ACTIVE_STATUSES = (Status.QUEUED, Status.STREAMING)
 
     class Meta:
         ordering = ["-queued_at"]
+        constraints = [
+            # The seed's rule "one active stream per session", enforced by the database too.
+            models.UniqueConstraint(
+                fields=["session"],
+                condition=models.Q(status__in=["queued", "streaming"]),
+                name="one_active_request_per_session",
+            )
+        ]
 
     def __str__(self) -> str:
         return self.request_id

@@ -1,0 +1,232 @@
+"""REST endpoints of streaming sessions (the seed's paths and JSON keys, plus the usual REST)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.http import FileResponse
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from musetalk_site.pagination import paginate
+from musetalk_site.uploads import require_upload
+from sessions_app import selectors, services
+from sessions_app.models import StreamSession
+from sessions_app.presenters import session_created_payload, session_payload
+from sessions_app.tokens import player_url
+
+TOKEN_PARAM = OpenApiParameter(
+    "token", str, description="Player token from player_url (or an API token)", required=False
+)
+
+
+class ConfigSerializer(serializers.Serializer):
+    batch_size = serializers.IntegerField()
+    fps = serializers.IntegerField()
+    chunk_duration = serializers.FloatField()
+
+
+class RequestSerializer(serializers.Serializer):
+    request_id = serializers.CharField()
+    status = serializers.CharField()
+    total_chunks = serializers.IntegerField(allow_null=True)
+    error = serializers.CharField()
+    queued_at = serializers.DateTimeField()
+    started_at = serializers.DateTimeField(allow_null=True)
+    first_chunk_at = serializers.DateTimeField(allow_null=True)
+    finished_at = serializers.DateTimeField(allow_null=True)
+
+
+class ChunkSerializer(serializers.Serializer):
+    url = serializers.CharField()
+    index = serializers.IntegerField()
+    duration = serializers.FloatField()
+    creation_time = serializers.DateTimeField()
+
+
+class SessionOutputSerializer(serializers.Serializer):
+    session_id = serializers.CharField()
+    avatar_id = serializers.CharField()
+    user_id = serializers.CharField()
+    kind = serializers.ChoiceField(choices=StreamSession.Kind.choices)
+    status = serializers.ChoiceField(choices=StreamSession.Status.choices)
+    config = serializers.DictField()
+    created_at = serializers.DateTimeField()
+    last_activity_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    expires_in_seconds = serializers.IntegerField()
+    ended_at = serializers.DateTimeField(allow_null=True)
+    chunks_served = serializers.IntegerField()
+    events_url = serializers.CharField()
+    last_event_id = serializers.IntegerField()
+    active_request = RequestSerializer(allow_null=True)
+    current_request = RequestSerializer(allow_null=True)
+    chunks = ChunkSerializer(many=True)
+
+
+class SessionCreateApi(APIView):
+    class InputSerializer(serializers.Serializer):
+        avatar_id = serializers.CharField(max_length=64)
+        user_id = serializers.CharField(max_length=128, required=False, default="")
+        batch_size = serializers.IntegerField(default=2, min_value=1, max_value=64)
+        fps = serializers.IntegerField(default=25, min_value=1, max_value=60)
+        chunk_duration = serializers.FloatField(default=2.0, min_value=0.2, max_value=30.0)
+
+    class OutputSerializer(serializers.Serializer):
+        session_id = serializers.CharField()
+        player_url = serializers.CharField()
+        avatar_id = serializers.CharField()
+        user_id = serializers.CharField()
+        config = serializers.DictField()
+        expires_in_seconds = serializers.IntegerField()
+
+    @extend_schema(
+        parameters=[InputSerializer],
+        request=None,
+        responses={200: OutputSerializer},
+        tags=["sessions"],
+    )
+    def post(self, request: Request) -> Response:
+        # The seed passes these as query parameters; a form body works too.
+        data = self.InputSerializer(data=request.query_params or request.data)
+        data.is_valid(raise_exception=True)
+        session = services.session_create(owner=request.user, **data.validated_data)
+        return Response(self.OutputSerializer(session_created_payload(session)).data)
+
+
+class SessionStreamApi(APIView):
+    parser_classes = [MultiPartParser, FormParser]
+
+    class InputSerializer(serializers.Serializer):
+        audio_file = serializers.FileField(required=False, help_text="WAV/MP3/M4A/OGG audio")
+        interrupt = serializers.BooleanField(default=False)
+
+    class OutputSerializer(serializers.Serializer):
+        request_id = serializers.CharField()
+        session_id = serializers.CharField()
+        status = serializers.CharField()
+        message = serializers.CharField()
+
+    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["sessions"])
+    def post(self, request: Request, session_id: str) -> Response:
+        data = self.InputSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        audio = require_upload(request._request, request.FILES, "audio_file")
+        stream = services.session_stream_start(
+            session=session, audio=audio, interrupt=data.validated_data["interrupt"]
+        )
+        payload = {
+            "request_id": stream.request_id,
+            "session_id": session.session_id,
+            "status": "streaming",
+            "message": "Stream started. WebView will receive chunks automatically.",
+        }
+        return Response(self.OutputSerializer(payload).data)
+
+
+class SessionListApi(APIView):
+    @extend_schema(responses={200: SessionOutputSerializer(many=True)}, tags=["sessions"])
+    def get(self, request: Request) -> Response:
+        sessions = selectors.session_list_for_user(user=request.user)
+        return paginate(request, self, sessions, session_payload, SessionOutputSerializer)
+
+
+class SessionDetailApi(APIView):
+    permission_classes = [AllowAny]  # the owner, or a player token of this session
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM], responses={200: SessionOutputSerializer}, tags=["sessions"]
+    )
+    def get(self, request: Request, session_id: str) -> Response:
+        session = selectors.session_get_for_access(
+            user=request.user, token=request.query_params.get("token"), session_id=session_id
+        )
+        return Response(SessionOutputSerializer(session_payload(session)).data)
+
+
+class SessionDeleteApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        session_id = serializers.CharField()
+        status = serializers.CharField()
+        message = serializers.CharField()
+
+    @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
+    def delete(self, request: Request, session_id: str) -> Response:
+        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = services.session_delete(session=session)
+        payload = {
+            "session_id": session.session_id,
+            "status": session.status,
+            "message": "Session ended; its chunks were deleted.",
+        }
+        return Response(self.OutputSerializer(payload).data)
+
+
+class SessionInterruptApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        session_id = serializers.CharField()
+        interrupted = serializers.ListField(child=serializers.CharField())
+
+    @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
+    def post(self, request: Request, session_id: str) -> Response:
+        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        stopped = services.session_interrupt(session=session)
+        payload = {"session_id": session.session_id, "interrupted": stopped}
+        return Response(self.OutputSerializer(payload).data)
+
+
+class SessionKeepaliveApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        session_id = serializers.CharField()
+        expires_at = serializers.DateTimeField()
+        expires_in_seconds = serializers.IntegerField()
+        player_url = serializers.CharField()
+
+    @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
+    def post(self, request: Request, session_id: str) -> Response:
+        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = services.session_keepalive(session=session)
+        payload = {
+            "session_id": session.session_id,
+            "expires_at": session.expires_at,
+            "expires_in_seconds": settings.SESSION_TTL_SECONDS,
+            "player_url": player_url(session_id=session.session_id),  # a fresh token
+        }
+        return Response(self.OutputSerializer(payload).data)
+
+
+class SessionStatsApi(APIView):
+    class OutputSerializer(serializers.Serializer):
+        scope = serializers.ChoiceField(choices=["user", "all"])
+        active_sessions = serializers.IntegerField()
+        active_streams = serializers.IntegerField()
+        total_sessions = serializers.IntegerField()
+        total_streams = serializers.IntegerField()
+        chunks_generated = serializers.IntegerField()
+        chunks_served = serializers.IntegerField()
+
+    @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(selectors.session_stats(user=request.user)).data)
+
+
+class ChunkFileApi(APIView):
+    permission_classes = [AllowAny]  # the owner, or a player token of the chunk's session
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["sessions"]
+    )
+    def get(self, request: Request, request_id: str, name: str) -> FileResponse:
+        path, session = selectors.chunk_get_for_access(
+            user=request.user,
+            token=request.query_params.get("token"),
+            request_id=request_id,
+            name=name,
+        )
+        services.session_chunk_served(session=session)
+        return FileResponse(path.open("rb"), content_type="video/mp4")

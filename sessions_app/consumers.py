@@ -1,0 +1,73 @@
+"""WebSocket feed of a session: the same events as the SSE feed, each with its ``id``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qs
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.contrib.auth.models import AnonymousUser
+from django.core.serializers.json import DjangoJSONEncoder
+
+from sessions_app.models import StreamSession
+from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
+from sessions_app.views import (
+    ACCESS_ERRORS,
+    access_error_status,
+    closed_event,
+    parse_last_event_id,
+    session_for_access,
+)
+
+CLOSE_CODES = {400: 4400, 401: 4401, 404: 4404}
+
+
+class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
+    """``ws/sessions/{id}/?token=...&last_event_id=N``: replay after N, then live events."""
+
+    group = ""
+    cursor: EventCursor | None = None
+
+    @classmethod
+    async def encode_json(cls, content: Any) -> str:
+        return json.dumps(content, cls=DjangoJSONEncoder)
+
+    def _query(self, name: str) -> str | None:
+        values = parse_qs(self.scope.get("query_string", b"").decode()).get(name)
+        return values[0] if values else None
+
+    async def connect(self) -> None:
+        session_id = self.scope["url_route"]["kwargs"]["session_id"]
+        user = self.scope.get("user") or AnonymousUser()
+        try:
+            last_id = parse_last_event_id(self._query("last_event_id"))
+            session = await session_for_access(user, self._query("token"), session_id)
+        except ACCESS_ERRORS as exc:
+            await self.close(code=CLOSE_CODES.get(access_error_status(exc), 4400))
+            return
+        self.group = session_group(session.session_id)
+        self.cursor = EventCursor(session.session_id, last_id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        backlog = await self.cursor.replay()
+        if session.status != StreamSession.Status.ACTIVE and not any(map(is_terminal, backlog)):
+            backlog.append(closed_event(session))
+        await self._deliver(backlog)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def session_event(self, message: dict[str, Any]) -> None:
+        """A live event from the worker or the web process (``session.event``)."""
+        if self.cursor is not None:
+            await self._deliver(await self.cursor.live(message))
+
+    async def _deliver(self, events: list[SessionEvent]) -> None:
+        for event in events:
+            await self.send_json({"id": event.id, **event.payload})
+            if is_terminal(event):
+                self.cursor = None
+                await self.close()
+                return

@@ -1,0 +1,146 @@
+"""Session events: numbered, stored, then broadcast; followers get each one once, in order.
+
+Every event of a session gets the next id of a per-session Redis counter and is appended
+to a capped per-session Redis list in the same Lua call, so the stored list is always in
+id order. Only then is it sent to the session's channel-layer group. Followers (SSE and
+WebSocket) subscribe first, replay the stored events after their last id, then take live
+ones through an ``EventCursor``: an id at or below the last one delivered is dropped, and
+a jump in ids (a live message that overtook another, or one the layer dropped) is filled
+from the store. So nothing is lost, duplicated or reordered at the switch.
+
+A request that was interrupted is added to the session's "stopped" set by the same kind
+of atomic call, and the worker's later events for it are refused: once ``interrupted``
+has an id, no chunk of that request can get a larger one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+
+from musetalk_site import realtime
+from musetalk_site.redis_conn import redis_client
+
+logger = logging.getLogger(__name__)
+
+BACKLOG_SIZE = 2000  # events kept per session for late and reconnecting followers
+MESSAGE_TYPE = "session.event"  # handled by SessionEventsConsumer.session_event
+TERMINAL_EVENTS = {"session_ended"}
+
+# KEYS: counter, list, stopped set. ARGV: payload, refuse-if-stopped request id,
+# request id to stop, backlog size, key ttl. Returns the new id, or 0 when refused.
+_APPEND = """
+if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 0 end
+if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
+local id = redis.call('INCR', KEYS[1])
+redis.call('RPUSH', KEYS[2], id .. ' ' .. ARGV[1])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
+return id
+"""
+
+
+@dataclass(frozen=True)
+class SessionEvent:
+    id: int
+    payload: dict[str, Any]
+
+
+def session_group(session_id: str) -> str:
+    return realtime.group_name("session", session_id)
+
+
+def _keys(session_id: str) -> list[str]:
+    prefix = f"musetalk:session:{session_id}:"
+    return [prefix + "seq", prefix + "events", prefix + "stopped"]
+
+
+def _key_ttl() -> int:
+    return settings.SESSION_TTL_SECONDS * 2
+
+
+def event_publish(
+    session_id: str, payload: dict[str, Any], *, unless_stopped: str = "", stop: str = ""
+) -> int | None:
+    """Number, store and broadcast ``payload``; its id, or None when refused.
+
+    ``unless_stopped``: refuse if that request was stopped. ``stop``: mark that request
+    stopped (atomically with numbering this event).
+    """
+    data = json.dumps(payload, cls=DjangoJSONEncoder)
+    script = redis_client().register_script(_APPEND)  # EVALSHA, loaded once per server
+    args = [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()]
+    event_id = int(script(keys=_keys(session_id), args=args))
+    if not event_id:
+        return None
+    _broadcast(session_id, event_id, json.loads(data))
+    return event_id
+
+
+def _broadcast(session_id: str, event_id: int, payload: dict[str, Any]) -> None:
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    message = {"type": MESSAGE_TYPE, "id": event_id, "payload": payload}
+    try:
+        async_to_sync(layer.group_send)(session_group(session_id), message)
+    except Exception:
+        # Stored already: followers fill the gap from the store.
+        logger.warning("could not broadcast event %s of %s", event_id, session_id, exc_info=True)
+
+
+def events_after(session_id: str, last_id: int) -> list[SessionEvent]:
+    """The stored events with an id above ``last_id``, oldest first."""
+    raw = redis_client().lrange(_keys(session_id)[1], 0, -1)
+    events = []
+    for item in raw:
+        head, _, body = item.decode().partition(" ")
+        if int(head) > last_id:
+            events.append(SessionEvent(int(head), json.loads(body)))
+    return events
+
+
+def last_event_id(session_id: str) -> int:
+    value = redis_client().get(_keys(session_id)[0])
+    return int(value) if value else 0
+
+
+class EventCursor:
+    """Hands out a session's events in id order, each exactly once (see the module doc)."""
+
+    def __init__(self, session_id: str, last_id: int = 0) -> None:
+        self.session_id = session_id
+        self.last_id = last_id
+
+    async def replay(self) -> list[SessionEvent]:
+        """Stored events after the last one handed out."""
+        stored = await sync_to_async(events_after, thread_sensitive=False)(
+            self.session_id, self.last_id
+        )
+        return self._advance(stored)
+
+    async def live(self, message: dict[str, Any]) -> list[SessionEvent]:
+        """What to deliver for one channel-layer message."""
+        event_id = int(message.get("id", 0))
+        if event_id <= self.last_id:
+            return []
+        if event_id == self.last_id + 1:
+            return self._advance([SessionEvent(event_id, message.get("payload", {}))])
+        return await self.replay()  # an event is missing before this one: read the store
+
+    def _advance(self, events: list[SessionEvent]) -> list[SessionEvent]:
+        fresh = [event for event in events if event.id > self.last_id]
+        if fresh:
+            self.last_id = fresh[-1].id
+        return fresh
+
+
+def is_terminal(event: SessionEvent) -> bool:
+    return event.payload.get("event") in TERMINAL_EVENTS

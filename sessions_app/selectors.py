@@ -1,0 +1,110 @@
+"""Reads for streaming sessions: always scoped to one owner, or to one player token."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Count, Q, QuerySet, Sum
+from django.http import Http404
+from rest_framework.authtoken.models import Token
+from rest_framework.exceptions import NotAuthenticated
+
+from sessions_app.models import StreamChunk, StreamRequest, StreamSession
+from sessions_app.tokens import player_token_session_id
+
+CHUNK_NAME = re.compile(r"^chunk_(\d{4,6})\.mp4$")
+
+
+def session_list_for_user(*, user: AbstractBaseUser) -> QuerySet[StreamSession]:
+    return StreamSession.objects.filter(owner=user).select_related("avatar")
+
+
+def session_get_for_user(*, user: AbstractBaseUser, session_id: str) -> StreamSession:
+    """The user's session; another user's session is simply not found."""
+    session = session_list_for_user(user=user).filter(session_id=session_id).first()
+    if session is None:
+        raise Http404(f"Session {session_id!r} not found.")
+    return session
+
+
+def _api_token_user(key: str) -> Any:
+    token = Token.objects.select_related("user").filter(key=key).first()
+    return token.user if token is not None and token.user.is_active else AnonymousUser()
+
+
+def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> StreamSession:
+    """The session for its owner (cookie, API token header or ``?token=<api key>``), or for
+    the holder of a player token of this very session; anyone else gets a 404 (or 401)."""
+    if token and not user.is_authenticated:
+        token_session = player_token_session_id(token=token)
+        if token_session is not None:
+            if token_session != session_id:
+                raise Http404(f"Session {session_id!r} not found.")
+            return _session_by_id(session_id)
+        user = _api_token_user(token)
+    if not user.is_authenticated:
+        raise NotAuthenticated()
+    return session_get_for_user(user=user, session_id=session_id)
+
+
+def _session_by_id(session_id: str) -> StreamSession:
+    session = StreamSession.objects.select_related("avatar").filter(session_id=session_id).first()
+    if session is None:
+        raise Http404(f"Session {session_id!r} not found.")
+    return session
+
+
+def request_active(*, session: StreamSession) -> StreamRequest | None:
+    """The utterance queued or streaming in ``session`` (at most one)."""
+    return session.requests.filter(status__in=StreamRequest.ACTIVE_STATUSES).first()
+
+
+def request_latest(*, session: StreamSession) -> StreamRequest | None:
+    return session.requests.order_by("-queued_at", "-pk").first()
+
+
+def chunk_list(*, request: StreamRequest) -> QuerySet[StreamChunk]:
+    return request.chunks.order_by("index")
+
+
+def chunk_get_for_access(
+    *, user: Any, token: str | None, request_id: str, name: str
+) -> tuple[Path, StreamSession]:
+    """The file of chunk ``name`` of ``request_id`` (and its session) if the caller may
+    read that session; a 404 otherwise."""
+    request = StreamRequest.objects.filter(request_id=request_id).select_related("session").first()
+    match = CHUNK_NAME.match(name)
+    if request is None or match is None:
+        raise Http404("Chunk not found.")
+    session = session_get_for_access(user=user, token=token, session_id=request.session.session_id)
+    chunk = request.chunks.filter(index=int(match.group(1)) - 1).first()
+    path = Path(settings.MEDIA_ROOT) / chunk.file if chunk is not None else None
+    if path is None or not path.is_file():
+        raise Http404("Chunk not found.")
+    return path, session
+
+
+def session_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
+    """Counts for the user's sessions; staff see every user's."""
+    sessions = StreamSession.objects.all()
+    if not user.is_staff:
+        sessions = sessions.filter(owner=user)
+    totals = sessions.aggregate(
+        total_sessions=Count("pk"),
+        active_sessions=Count("pk", filter=Q(status=StreamSession.Status.ACTIVE)),
+        chunks_served=Sum("chunks_served"),
+    )
+    requests = StreamRequest.objects.filter(session__in=sessions)
+    return {
+        "scope": "all" if user.is_staff else "user",
+        "active_sessions": totals["active_sessions"],
+        "active_streams": requests.filter(status__in=StreamRequest.ACTIVE_STATUSES).count(),
+        "total_sessions": totals["total_sessions"],
+        "total_streams": requests.count(),
+        "chunks_generated": StreamChunk.objects.filter(request__in=requests).count(),
+        "chunks_served": totals["chunks_served"] or 0,
+    }

@@ -1,0 +1,207 @@
+"""Streaming one utterance (worker side): chunks are announced the moment they exist."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from contextlib import closing
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.utils import timezone
+
+from avatars.services.avatar import avatar_dir
+from musetalk_site.worker import current_worker_id
+from sessions_app.models import StreamChunk, StreamRequest, StreamSession
+from sessions_app.realtime import event_publish
+from sessions_app.services.session import (
+    chunk_dir,
+    media_file_delete,
+    session_files_remove,
+    session_touch,
+)
+
+logger = logging.getLogger(__name__)
+
+STOP_POLL_SECONDS = 0.5
+WORKER_LOST = "the worker streaming this utterance stopped unexpectedly; please try again"
+
+
+def chunk_url(request_id: str, index: int) -> str:
+    return f"/chunks/{request_id}/chunk_{index + 1:04d}.mp4"
+
+
+def chunk_event(chunk: StreamChunk, total_chunks: int) -> dict[str, Any]:
+    """The seed's ``chunk`` event (plus ``request_id``)."""
+    request_id = chunk.request.request_id
+    return {
+        "event": "chunk",
+        "url": chunk_url(request_id, chunk.index),
+        "index": chunk.index,
+        "total_chunks": total_chunks,
+        "duration": chunk.duration,
+        "creation_time": chunk.created_at.isoformat(),
+        "request_id": request_id,
+    }
+
+
+def _publish(request: StreamRequest, payload: dict[str, Any]) -> bool:
+    """Publish for ``request`` unless it was interrupted; False when refused."""
+    session_id = request.session.session_id
+    return event_publish(session_id, payload, unless_stopped=request.request_id) is not None
+
+
+def stream_request_run(*, request_pk: int) -> None:
+    """Stream one claimed utterance in this worker's engine (idempotent)."""
+    claimed = StreamRequest.objects.filter(
+        pk=request_pk,
+        status=StreamRequest.Status.QUEUED,
+        session__status=StreamSession.Status.ACTIVE,
+    ).update(
+        status=StreamRequest.Status.STREAMING,
+        started_at=timezone.now(),
+        worker_id=current_worker_id(),
+    )
+    if not claimed:
+        logger.info("stream request %s: nothing to do (not queued)", request_pk)
+        return
+    request = StreamRequest.objects.select_related("session__avatar").get(pk=request_pk)
+    try:
+        _publish(request, {"event": "speaking_started", "request_id": request.request_id})
+        emitted, total = _run_chunks(request)
+    except Exception as exc:
+        _failed(request, exc)
+        if getattr(exc, "message", None) is None:
+            raise
+    else:
+        _finished(request, emitted, total)
+    finally:
+        _cleanup(request)
+
+
+def _run_chunks(request: StreamRequest) -> tuple[int, int | None]:
+    """Generate and announce the chunks; returns (chunks announced, chunks expected)."""
+    from inference.config import GenerateConfig
+    from musetalk_site.worker import get_engine
+
+    session = request.session
+    config = GenerateConfig(
+        batch_size=session.batch_size, fps=session.fps, chunk_seconds=session.chunk_duration
+    )
+    chunks = get_engine().generate_chunks(
+        avatar_dir(session.avatar),
+        Path(settings.MEDIA_ROOT) / request.audio_file.name,
+        chunk_dir(request.request_id),
+        config=config,
+        cancelled=_stop_checker(request),
+    )
+    emitted, total = 0, None
+    with closing(chunks):
+        for chunk in chunks:
+            total = chunk.total_chunks
+            if not _chunk_ready(request, chunk):
+                break
+            emitted += 1
+    return emitted, total
+
+
+def _stop_checker(request: StreamRequest) -> Callable[[], bool]:
+    """The engine's ``cancelled`` hook: True once the utterance was interrupted or the
+    session ended or expired (polled at most every STOP_POLL_SECONDS)."""
+    last = [0.0]
+
+    def cancelled() -> bool:
+        now = time.monotonic()
+        if now - last[0] < STOP_POLL_SECONDS:
+            return False
+        last[0] = now
+        return not StreamRequest.objects.filter(
+            pk=request.pk,
+            status=StreamRequest.Status.STREAMING,
+            session__status=StreamSession.Status.ACTIVE,
+        ).exists()
+
+    return cancelled
+
+
+def _chunk_ready(request: StreamRequest, chunk: Any) -> bool:
+    """Record and announce one encoded chunk; False when the utterance was stopped."""
+    row = StreamChunk.objects.create(
+        request=request,
+        index=chunk.index,
+        file=f"chunks/{request.request_id}/{chunk.path.name}",
+        duration=round(chunk.duration_s, 3),
+    )
+    fields: dict[str, Any] = {"total_chunks": chunk.total_chunks}
+    if chunk.index == 0:
+        fields["first_chunk_at"] = row.created_at
+    still_streaming = StreamRequest.objects.filter(
+        pk=request.pk, status=StreamRequest.Status.STREAMING
+    ).update(**fields)
+    if still_streaming and _publish(request, chunk_event(row, chunk.total_chunks)):
+        session_touch(session=request.session)  # a long utterance keeps its session alive
+        return True
+    row.delete()
+    chunk.path.unlink(missing_ok=True)
+    return False
+
+
+def _finished(request: StreamRequest, emitted: int, total: int | None) -> None:
+    if total is not None and emitted == total:
+        done = StreamRequest.objects.filter(
+            pk=request.pk, status=StreamRequest.Status.STREAMING
+        ).update(status=StreamRequest.Status.COMPLETED, finished_at=timezone.now())
+        if done:
+            _publish(request, {"event": "complete", "total_chunks": total, **_ids(request)})
+            _publish(request, {"event": "speaking_ended", "reason": "complete", **_ids(request)})
+        return
+    # Stopped early: an interruption or the session's end already set the status and told
+    # the followers. Anything else is a failure.
+    if StreamRequest.objects.filter(pk=request.pk, status=StreamRequest.Status.STREAMING).exists():
+        _failed(request, RuntimeError("generation stopped before the last chunk"))
+
+
+def _ids(request: StreamRequest) -> dict[str, str]:
+    return {"request_id": request.request_id}
+
+
+def _failed(request: StreamRequest, exc: Exception) -> None:
+    message = getattr(exc, "message", None) or "internal error while streaming"
+    if not getattr(exc, "message", None):
+        logger.error("stream %s failed: %s", request.request_id, exc, exc_info=exc)
+    failed = StreamRequest.objects.filter(
+        pk=request.pk, status=StreamRequest.Status.STREAMING
+    ).update(status=StreamRequest.Status.FAILED, error=message, finished_at=timezone.now())
+    if failed:
+        _publish(request, {"event": "error", "message": message, **_ids(request)})
+        _publish(request, {"event": "speaking_ended", "reason": "error", **_ids(request)})
+
+
+def _cleanup(request: StreamRequest) -> None:
+    """The audio is no longer needed; a session that closed meanwhile loses its files."""
+    media_file_delete(name=request.audio_file.name if request.audio_file else "")
+    session = StreamSession.objects.get(pk=request.session_id)
+    if session.status != StreamSession.Status.ACTIVE:
+        session_files_remove(session=session)
+
+
+def stream_orphans_reap(*, live_worker_ids: set[str]) -> int:
+    """Fail utterances whose worker is gone, so their session can stream again."""
+    grace = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
+    stuck = StreamRequest.objects.filter(
+        status=StreamRequest.Status.STREAMING, started_at__lt=grace
+    ).select_related("session")
+    reaped = 0
+    for request in stuck.exclude(worker_id__in=live_worker_ids):
+        changed = StreamRequest.objects.filter(
+            pk=request.pk, status=StreamRequest.Status.STREAMING
+        ).update(status=StreamRequest.Status.FAILED, error=WORKER_LOST, finished_at=timezone.now())
+        if changed:
+            reaped += 1
+            _publish(request, {"event": "error", "message": WORKER_LOST, **_ids(request)})
+            _publish(request, {"event": "speaking_ended", "reason": "error", **_ids(request)})
+            logger.warning("stream %s: worker %s is gone", request.request_id, request.worker_id)
+    return reaped

@@ -1,0 +1,138 @@
+"""The worker side of streaming, with a fake engine: chunks are recorded and announced
+one by one, and an interruption stops the utterance within one chunk."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from inference.errors import InferenceError
+from inference.pipeline import Chunk
+from sessions_app import services
+from sessions_app.models import StreamChunk, StreamRequest, StreamSession
+from sessions_app.realtime import events_after
+from tests.factories import StreamRequestFactory, StreamSessionFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class FakeEngine:
+    def __init__(self, total: int = 3, on_chunk: Callable[[int], None] | None = None) -> None:
+        self.total, self.on_chunk, self.config = total, on_chunk, None
+
+    def generate_chunks(
+        self, avatar_dir: Any, audio: Any, out_dir: Path, *, config: Any, cancelled: Any
+    ) -> Iterator[Chunk]:
+        self.config = config
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for index in range(self.total):
+            if cancelled():
+                return
+            path = out_dir / f"chunk_{index + 1:04d}.mp4"
+            path.write_bytes(b"mp4")
+            yield Chunk(index, path, index * 25, 25, 1.0, self.total)
+            if self.on_chunk:
+                self.on_chunk(index)
+
+
+@pytest.fixture
+def engine(monkeypatch) -> FakeEngine:
+    fake = FakeEngine()
+    monkeypatch.setattr("musetalk_site.worker.get_engine", lambda: fake)
+    monkeypatch.setattr("sessions_app.services.stream.STOP_POLL_SECONDS", 0.0)
+    return fake
+
+
+def _queued(**session_fields: Any) -> StreamRequest:
+    session = StreamSessionFactory(chunk_duration=1.0, fps=25, batch_size=4, **session_fields)
+    return StreamRequestFactory(session=session, audio_file="uploads/stream/x.wav")
+
+
+def _names(request: StreamRequest) -> list[str]:
+    return [e.payload["event"] for e in events_after(request.session.session_id, 0)]
+
+
+def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server):
+    request = _queued()
+    services.stream_request_run(request_pk=request.pk)
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.COMPLETED and request.total_chunks == 3
+    assert request.first_chunk_at is not None and request.worker_id
+    assert engine.config.chunk_seconds == 1.0 and engine.config.batch_size == 4
+    assert _names(request) == ["speaking_started", "chunk", "chunk", "chunk"] + [
+        "complete",
+        "speaking_ended",
+    ]
+    chunk = events_after(request.session.session_id, 0)[1].payload
+    assert chunk == {
+        "event": "chunk",
+        "url": f"/chunks/{request.request_id}/chunk_0001.mp4",
+        "index": 0,
+        "total_chunks": 3,
+        "duration": 1.0,
+        "creation_time": chunk["creation_time"],
+        "request_id": request.request_id,
+    }
+    assert StreamChunk.objects.filter(request=request).count() == 3
+
+
+def test_it_runs_a_request_once(engine, redis_server):
+    request = _queued()
+    services.stream_request_run(request_pk=request.pk)
+    services.stream_request_run(request_pk=request.pk)
+    assert _names(request).count("complete") == 1
+
+
+def test_an_interruption_stops_within_one_chunk(engine, redis_server):
+    request = _queued()
+    engine.total = 10
+    engine.on_chunk = lambda index: (
+        index == 1 and services.session_interrupt(session=request.session)
+    )
+    services.stream_request_run(request_pk=request.pk)
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.INTERRUPTED
+    assert StreamChunk.objects.filter(request=request).count() == 2
+    names = _names(request)
+    assert names[-2:] == ["interrupted", "speaking_ended"] and "complete" not in names
+
+
+def test_an_ended_session_is_not_streamed_and_loses_its_files(engine, redis_server):
+    request = _queued(status=StreamSession.Status.ENDED)
+    services.stream_request_run(request_pk=request.pk)
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.QUEUED and _names(request) == []
+
+
+def test_an_engine_failure_is_reported_as_an_error_event(engine, redis_server, monkeypatch):
+    request = _queued()
+
+    def broken(*args: Any, **kwargs: Any) -> Iterator[Chunk]:
+        raise InferenceError("the audio is shorter than one video frame", permanent=True)
+
+    monkeypatch.setattr(engine, "generate_chunks", broken)
+    services.stream_request_run(request_pk=request.pk)
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.FAILED and "shorter" in request.error
+    error = events_after(request.session.session_id, 0)[1].payload
+    assert error["event"] == "error" and "shorter" in error["message"]
+
+
+def test_orphaned_streams_of_dead_workers_fail(redis_server):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    request = _queued()
+    StreamRequest.objects.filter(pk=request.pk).update(
+        status=StreamRequest.Status.STREAMING,
+        worker_id="gone-1",
+        started_at=timezone.now() - timedelta(minutes=5),
+    )
+    assert services.stream_orphans_reap(live_worker_ids={"alive-1"}) == 1
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.FAILED
+    assert _names(request) == ["error", "speaking_ended"]
