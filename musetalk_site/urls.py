@@ -29,4 +29,6 @@ urlpatterns = [
     ),
     path("", include("avatars.urls")),
     path("", include("sessions_app.urls")),
+    path("", include("sessions_app.player_urls")),
+    path("", include("sessions_app.hls_urls")),
 ]
