@@ -1,0 +1,90 @@
+"""The WebView players: the session player (MSE), the minimal mobile player, and the
+files they load with nothing but the player token of their URL."""
+
+from __future__ import annotations
+
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.exceptions import NotAuthenticated
+from rest_framework.permissions import AllowAny
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from musetalk_site.errors import ApplicationError
+from sessions_app import player_services
+
+PLAYER_ERRORS = (Http404, NotAuthenticated, ApplicationError)
+TOKEN_PARAM = OpenApiParameter("token", str, description="The player token of player_url")
+NO_STORE = "no-store"  # the page carries its token; no cache should keep it
+
+
+def session_player(request: HttpRequest, session_id: str) -> HttpResponse:
+    """``GET /player/session/{id}?token=``: the Android / Chrome WebView player."""
+    return _player_page(request, "players/session.html", session_id)
+
+
+def mobile_player(request: HttpRequest) -> HttpResponse:
+    """``GET /player/mobile?session_id=&token=``: the same player with a bare UI."""
+    return _player_page(request, "players/mobile.html", request.GET.get("session_id", ""))
+
+
+def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
+    try:
+        config = player_services.player_config(
+            token=request.GET.get("token"), session_id=session_id
+        )
+    except PLAYER_ERRORS as exc:
+        return _error_page(request, exc)
+    response = render(request, template, {"player": config.to_dict()})
+    response["Cache-Control"] = NO_STORE
+    return response
+
+
+def _error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A plain page that says what to do and nothing about the session."""
+    if isinstance(exc, Http404):
+        status, message = 404, "This session does not exist or has been removed."
+    elif getattr(exc, "extra", {}).get("token") == "expired":
+        status, message = 401, "This player link has expired. Ask the app for a new one."
+    else:
+        status, message = 401, "This player link is not valid."
+    response = render(request, "players/error.html", {"message": message}, status=status)
+    response["Cache-Control"] = NO_STORE
+    return response
+
+
+class PlayerIdleVideoApi(APIView):
+    """``GET /player/session/{id}/idle.mp4?token=``: the avatar's idle loop."""
+
+    permission_classes = [AllowAny]  # the player token is the credential
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["players"]
+    )
+    def get(self, request: Request, session_id: str) -> FileResponse:
+        path = player_services.player_idle_video(
+            token=request.query_params.get("token"), session_id=session_id
+        )
+        response = FileResponse(path.open("rb"), content_type="video/mp4")
+        response["Cache-Control"] = "private, max-age=300"
+        return response
+
+
+class PlayerChunkApi(APIView):
+    """``GET /player/chunks/{request_id}/chunk_0001.mp4?token=``: a chunk as fragmented
+    MP4 for Media Source Extensions; the Content-Type carries its exact codecs."""
+
+    permission_classes = [AllowAny]  # the owner, or a player token of the chunk's session
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["players"]
+    )
+    def get(self, request: Request, request_id: str, name: str) -> FileResponse:
+        chunk = player_services.player_chunk_fragmented(
+            user=request.user,
+            token=request.query_params.get("token"),
+            request_id=request_id,
+            name=name,
+        )
+        return FileResponse(chunk.path.open("rb"), content_type=chunk.content_type)
