@@ -276,6 +276,7 @@ def _tree_size(folder: Path) -> int:
 def avatar_delete(*, avatar: Avatar) -> None:
     """Delete the avatar, its jobs, its files; workers drop it from their caches."""
     from avatars.tasks import avatar_cache_evict
+    from sessions_app.hls import hls_avatar_files_remove
 
     folder = avatar_dir(avatar)
     video = avatar.source_video.name if avatar.source_video else ""
@@ -288,6 +289,7 @@ def avatar_delete(*, avatar: Avatar) -> None:
         for name in [video, *results, *audio]:
             transaction.on_commit(lambda name=name: _delete_media_file(name))
         transaction.on_commit(lambda: avatar_cache_evict.send(key))
+        transaction.on_commit(lambda: hls_avatar_files_remove(avatar=avatar))
 
 
 def avatar_cache_warm(*, avatar: Avatar) -> None:

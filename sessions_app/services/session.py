@@ -228,9 +228,12 @@ def _close(session: StreamSession, *, reason: str) -> None:
 
 def session_files_remove(*, session: StreamSession) -> None:
     """Delete the chunk folders and uploaded audio of every utterance of ``session``."""
+    from sessions_app.hls import hls_session_files_remove
+
     for request in session.requests.all():
         shutil.rmtree(chunk_dir(request.request_id), ignore_errors=True)
         media_file_delete(name=request.audio_file.name if request.audio_file else "")
+    hls_session_files_remove(session_id=session.session_id)
 
 
 def media_file_delete(*, name: str) -> None:

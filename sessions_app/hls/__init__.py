@@ -1,0 +1,41 @@
+"""HLS for iOS: an always-valid live playlist per session, built lazily from what exists.
+
+Nothing in the worker knows about HLS. A playlist request extends the session's timeline
+(a short JSON file) with what has appeared since the last request: the next chunk MP4s of
+an utterance, or else parts of the avatar's idle loop, paced by the wall clock. A segment
+request remuxes (never re-encodes) the one clip behind that segment into MPEG-TS, shifted
+to the segment's place on the media timeline, so the timestamps run on across segments
+and across each wrap of the idle loop. Only a switch idle <-> live is a discontinuity (a
+different encoder).
+
+    timeline.py   the timeline and the playlist text (pure)
+    media.py      PyAV: idle parts, MPEG-TS remux
+    services.py   files, locks, the database: what the views and hooks call
+"""
+
+from __future__ import annotations
+
+from sessions_app.hls.services import (
+    PLAYLIST_CONTENT_TYPE,
+    SEGMENT_CONTENT_TYPE,
+    hls_avatar_files_remove,
+    hls_player_config,
+    hls_playlist,
+    hls_segment,
+    hls_session_dir,
+    hls_session_files_remove,
+)
+from sessions_app.hls.timeline import IDLE, LIVE
+
+__all__ = [
+    "IDLE",
+    "LIVE",
+    "PLAYLIST_CONTENT_TYPE",
+    "SEGMENT_CONTENT_TYPE",
+    "hls_avatar_files_remove",
+    "hls_player_config",
+    "hls_playlist",
+    "hls_segment",
+    "hls_session_dir",
+    "hls_session_files_remove",
+]

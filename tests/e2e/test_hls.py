@@ -1,0 +1,213 @@
+"""HLS on the live stack (random-tiny model): the idle playlist, an utterance's live
+segments, and the HLS player in a real headless Chromium."""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import pytest
+import requests
+from selenium.webdriver.support.ui import WebDriverWait
+
+from musetalk_site.stack import Stack
+from tests.conftest import ARTIFACTS_DIR
+from tests.e2e.client import ApiClient, SseFollower, api_user
+from tests.media import make_face_video, make_speech_wav
+from tests.sessions_app.test_hls import Playlist, parse_m3u8
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("hls-media")
+    make_face_video(folder / "face.mp4", seconds=0.8, fps=FPS, size=(256, 320))
+    make_speech_wav(folder / "speech.wav", seconds=2.0, sample_rate=16000)
+    return folder
+
+
+def _ready_user(stack: Stack, media_dir: Path, username: str) -> ApiClient:
+    client = api_user(stack.base_url, username)
+    with (media_dir / "face.mp4").open("rb") as handle:
+        response = client.post(
+            "/avatars/prepare",
+            data={"avatar_id": "host", "batch_size": 8},
+            files={"video_file": ("face.mp4", handle, "video/mp4")},
+        )
+    assert response.status_code == 200, response.text
+    events = SseFollower(client, "/avatars/host/events", {"ready", "error"}).wait(timeout=240)
+    assert events[-1]["event"] == "ready", events[-1]
+    return client
+
+
+def _session(client: ApiClient) -> tuple[str, str]:
+    created = client.post("/sessions/create?avatar_id=host&chunk_duration=1").json()
+    return created["session_id"], created["player_url"].split("?token=")[1]
+
+
+@dataclass
+class Decoded:
+    frames: int
+    seconds: float
+    codecs: dict[str, str]
+
+
+def _decode(data: bytes) -> Decoded:
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        codecs = {s.type: s.codec_context.name for s in container.streams}
+        pts = [float(f.pts * f.time_base) for f in container.decode(video=0)]
+    return Decoded(len(pts), (pts[-1] - pts[0]) * len(pts) / max(1, len(pts) - 1), codecs)
+
+
+def _fetch_playlist(url: str) -> Playlist:
+    response = requests.get(url, timeout=30)  # the token alone, like a player
+    assert response.status_code == 200, response.text
+    assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    playlist = parse_m3u8(response.text)
+    assert len(playlist.segments) >= 6
+    assert sum(e.duration for e in playlist.segments) >= 3 * playlist.target
+    assert all(round(e.duration) <= playlist.target for e in playlist.segments)
+    return playlist
+
+
+def _check_segment(base_url: str, uri: str, duration: float) -> None:
+    response = requests.get(base_url + uri, timeout=30)
+    assert response.status_code == 200, (uri, response.text)
+    assert response.headers["Content-Type"] == "video/mp2t"
+    decoded = _decode(response.content)
+    assert decoded.codecs == {"video": "h264", "audio": "aac"}
+    assert decoded.frames == round(duration * FPS)
+    assert decoded.seconds == pytest.approx(duration, abs=0.002)
+
+
+class Observer:
+    """Polls a live playlist like a player; remembers every segment it saw, by sequence."""
+
+    def __init__(self, base_url: str, url: str) -> None:
+        self.base_url, self.url = base_url, url
+        self.kinds: dict[int, str] = {}
+        self.tagged: dict[int, bool] = {}  # a discontinuity precedes it
+        self.checked: set[int] = set()
+        self.sequences: list[tuple[int, int]] = []
+
+    def poll(self) -> Playlist:
+        playlist = _fetch_playlist(self.url)
+        first = playlist.sequence
+        self.sequences.append((first, int(playlist.tags["EXT-X-DISCONTINUITY-SEQUENCE"])))
+        for offset, entry in enumerate(playlist.segments):
+            kind = entry.uri.split("/")[-1].split("_")[0]
+            self.kinds[first + offset] = kind
+            if offset:
+                self.tagged[first + offset] = entry.discontinuity
+            if kind == "live" and first + offset not in self.checked:
+                # Fetched as soon as seen: a live segment leaves the window in seconds.
+                _check_segment(self.base_url, entry.uri, entry.duration)
+                self.checked.add(first + offset)
+        return playlist
+
+    def live_then_idle(self, count: int) -> bool:
+        live = [seq for seq, kind in self.kinds.items() if kind == "live"]
+        return len(live) >= count and any(s > max(live) for s in self.kinds)
+
+
+def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
+    live_stack: Stack, media_dir: Path
+):
+    client = _ready_user(live_stack, media_dir, "hls-user")
+    session_id, token = _session(client)
+    url = client.url(f"/hls/{session_id}/playlist.m3u8?token={token}")
+
+    idle = _fetch_playlist(url)
+    assert {e.uri.split("/")[-1].split("_")[0] for e in idle.segments} == {"idle"}
+    assert not any(e.discontinuity for e in idle.segments)
+    for entry in idle.segments:
+        assert entry.uri.startswith(f"/hls/{session_id}/idle_") and "token=" in entry.uri
+        _check_segment(live_stack.base_url, entry.uri, entry.duration)
+    # The ping-pong loop of the 20-frame face video: 40 frames in two 0.8 s parts.
+    assert {e.duration for e in idle.segments} == {0.8}
+
+    with (media_dir / "speech.wav").open("rb") as handle:
+        started = client.post(
+            f"/sessions/{session_id}/stream",
+            data={"batch_size": 4},
+            files={"audio_file": ("speech.wav", handle, "audio/wav")},
+        )
+    assert started.status_code == 200, started.text
+    observer = Observer(live_stack.base_url, url)
+    deadline = time.monotonic() + 300
+    while not observer.live_then_idle(2):
+        assert time.monotonic() < deadline, observer.kinds
+        observer.poll()
+        time.sleep(0.4)
+
+    live = sorted(seq for seq, kind in observer.kinds.items() if kind == "live")
+    assert len(live) == 2 and observer.checked == set(live)  # 50 frames in 1 s chunks
+    seqs = sorted(observer.kinds)
+    for previous, seq in zip(seqs, seqs[1:]):
+        assert seq == previous + 1  # no gap in what a player saw
+        switch = observer.kinds[seq] != observer.kinds[previous]
+        assert observer.tagged.get(seq, switch) == switch, (seq, observer.kinds)
+    assert observer.sequences == sorted(observer.sequences)
+    assert observer.sequences[-1][1] >= 0
+    status = client.get(f"/sessions/{session_id}/status").json()
+    assert status["current_request"]["status"] == "completed"
+
+    assert client.delete(f"/sessions/{session_id}").status_code == 200
+    assert requests.get(url, timeout=30).status_code == 410
+
+
+STATE_JS = (
+    "const p = window.musetalkHlsPlayer;"
+    "return p && {time: p.video.currentTime, engine: p.state.engine, errors: p.state.errors,"
+    " played: p.state.played, muted: p.video.muted, paused: p.video.paused,"
+    " status: document.querySelector('.status').textContent};"
+)
+
+
+def test_the_hls_player_plays_idle_then_an_utterance_with_hls_js_in_chromium(
+    live_stack: Stack, media_dir: Path, browser
+):
+    client = _ready_user(live_stack, media_dir, "hls-browser-user")
+    session_id, token = _session(client)
+    browser.get(client.url(f"/hls/player/{session_id}?token={token}"))
+
+    def state_when(predicate):
+        def check(driver) -> dict | None:
+            state = driver.execute_script(STATE_JS)
+            return state if state and predicate(state) else None
+
+        return check
+
+    state = WebDriverWait(browser, 60).until(state_when(lambda s: s["time"] > 2.0))
+    assert state["engine"] == "hls.js"
+    assert state["errors"] == [] and state["muted"] and not state["paused"]
+    assert state["status"] == "Live"
+    button = browser.find_element("css selector", ".unmute")
+    assert button.is_displayed() and "unmute" in button.text.lower()
+
+    with (media_dir / "speech.wav").open("rb") as handle:
+        started = client.post(
+            f"/sessions/{session_id}/stream",
+            data={"batch_size": 4},
+            files={"audio_file": ("speech.wav", handle, "audio/wav")},
+        )
+    assert started.status_code == 200, started.text
+
+    def live_then_idle(state: dict) -> bool:
+        played = [name.rsplit("/", 1)[-1].split("_")[0] for name in state["played"]]
+        return "live" in played and "idle" in played[played.index("live") :]
+
+    state = WebDriverWait(browser, 240).until(state_when(live_then_idle))
+    browser.save_screenshot(str(ARTIFACTS_DIR / "hls-player.png"))
+    assert state["errors"] == [] and not state["paused"]
+    button.click()
+    assert browser.execute_script("return window.musetalkHlsPlayer.video.muted") is False
+    assert not button.is_displayed()
+    severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+    assert severe == []
