@@ -7,6 +7,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from avatars.models import Avatar, GenerationJob
+from musetalk_site.errors import ApplicationError
 
 
 def avatar_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Avatar]:
@@ -18,6 +19,22 @@ def avatar_get_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Avatar:
     avatar = Avatar.objects.filter(owner=user, avatar_id=avatar_id).first()
     if avatar is None:
         raise Http404(f"Avatar {avatar_id!r} not found.")
+    return avatar
+
+
+def avatar_get_usable_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Avatar:
+    """The user's avatar, which must have prepared assets to generate from (409 otherwise).
+
+    During a ``force_recreate`` the previous assets keep serving, so a re-preparing avatar
+    is usable too.
+    """
+    avatar = avatar_get_for_user(user=user, avatar_id=avatar_id)
+    if not (avatar.status == Avatar.Status.READY or avatar.has_assets):
+        raise ApplicationError(
+            f"Avatar {avatar_id!r} is not ready (status: {avatar.status}).",
+            {"avatar_id": avatar_id, "status": avatar.status},
+            status=409,
+        )
     return avatar
 
 

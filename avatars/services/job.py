@@ -16,8 +16,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from avatars.models import Avatar, GenerationJob
-from avatars.selectors import avatar_get_for_user
+from avatars.models import GenerationJob
+from avatars.selectors import avatar_get_usable_for_user
 from avatars.services.avatar import avatar_dir
 from musetalk_site import realtime
 from musetalk_site.errors import ApplicationError
@@ -63,13 +63,7 @@ def job_create(
     fps: int = 25,
 ) -> GenerationJob:
     """Store the audio and queue a video generation from the user's avatar."""
-    avatar = avatar_get_for_user(user=owner, avatar_id=avatar_id)
-    if not (avatar.status == Avatar.Status.READY or avatar.has_assets):
-        raise ApplicationError(
-            f"Avatar {avatar_id!r} is not ready (status: {avatar.status}).",
-            {"avatar_id": avatar_id, "status": avatar.status},
-            status=409,
-        )
+    avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
     audio_upload_check(upload=audio)
     job = GenerationJob(
         owner=owner,

@@ -15,8 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from avatars.models import Avatar
-from avatars.selectors import avatar_get_for_user
+from avatars.selectors import avatar_get_usable_for_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.uploads import audio_upload_check
 from sessions_app.models import StreamRequest, StreamSession
@@ -48,13 +47,7 @@ def session_create(
     chunk_duration: float = 2.0,
 ) -> StreamSession:
     """Open a streaming session on one of the owner's ready avatars."""
-    avatar = avatar_get_for_user(user=owner, avatar_id=avatar_id)
-    if not (avatar.status == Avatar.Status.READY or avatar.has_assets):
-        raise ApplicationError(
-            f"Avatar {avatar_id!r} is not ready (status: {avatar.status}).",
-            {"avatar_id": avatar_id, "status": avatar.status},
-            status=409,
-        )
+    avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
     return StreamSession.objects.create(
         owner=owner,
         avatar=avatar,

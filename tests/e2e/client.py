@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -89,6 +90,24 @@ class SseFollower:
         if self.error is not None:
             raise self.error
         return self.events
+
+
+def ready_avatar_user(
+    base_url: str, video: Path, username: str, avatar_id: str = "host"
+) -> ApiClient:
+    """A new API user with one avatar prepared from ``video`` (waits until it is ready)."""
+    client = api_user(base_url, username)
+    with video.open("rb") as handle:
+        response = client.post(
+            "/avatars/prepare",
+            data={"avatar_id": avatar_id, "batch_size": 8},
+            files={"video_file": (video.name, handle, "video/mp4")},
+        )
+    assert response.status_code == 200, response.text
+    follower = SseFollower(client, f"/avatars/{avatar_id}/events", {"ready", "error"})
+    events = follower.wait(timeout=240)
+    assert events[-1]["event"] == "ready", events[-1]
+    return client
 
 
 def wait_for(predicate: Any, *, timeout: float, interval: float = 0.2) -> Any:

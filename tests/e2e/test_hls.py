@@ -15,7 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from musetalk_site.stack import Stack
 from tests.conftest import ARTIFACTS_DIR
-from tests.e2e.client import ApiClient, SseFollower, api_user
+from tests.e2e.client import ApiClient, ready_avatar_user
 from tests.media import make_face_video, make_speech_wav
 from tests.sessions_app.test_hls import Playlist, parse_m3u8
 
@@ -33,17 +33,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ready_user(stack: Stack, media_dir: Path, username: str) -> ApiClient:
-    client = api_user(stack.base_url, username)
-    with (media_dir / "face.mp4").open("rb") as handle:
-        response = client.post(
-            "/avatars/prepare",
-            data={"avatar_id": "host", "batch_size": 8},
-            files={"video_file": ("face.mp4", handle, "video/mp4")},
-        )
-    assert response.status_code == 200, response.text
-    events = SseFollower(client, "/avatars/host/events", {"ready", "error"}).wait(timeout=240)
-    assert events[-1]["event"] == "ready", events[-1]
-    return client
+    return ready_avatar_user(stack.base_url, media_dir / "face.mp4", username)
 
 
 def _session(client: ApiClient) -> tuple[str, str]:

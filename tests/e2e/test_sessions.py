@@ -14,7 +14,12 @@ import requests
 from django.conf import settings
 
 from musetalk_site.stack import Stack
-from tests.e2e.client import ApiClient, SseFollower, api_user, sse_payloads, wait_for
+from tests.e2e.client import (
+    ApiClient,
+    ready_avatar_user,
+    sse_payloads,
+    wait_for,
+)
 from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -32,17 +37,7 @@ def media_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _ready_user(stack: Stack, media_dir: Path, username: str) -> ApiClient:
-    client = api_user(stack.base_url, username)
-    with (media_dir / "face.mp4").open("rb") as handle:
-        response = client.post(
-            "/avatars/prepare",
-            data={"avatar_id": "host", "batch_size": 8},
-            files={"video_file": ("face.mp4", handle, "video/mp4")},
-        )
-    assert response.status_code == 200, response.text
-    events = SseFollower(client, "/avatars/host/events", {"ready", "error"}).wait(timeout=240)
-    assert events[-1]["event"] == "ready", events[-1]
-    return client
+    return ready_avatar_user(stack.base_url, media_dir / "face.mp4", username)
 
 
 def _stream(client: ApiClient, session_id: str, audio: Path, **fields: Any):
