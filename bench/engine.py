@@ -42,9 +42,10 @@ from inference.models import predict_latents
 from inference.pipeline import Engine
 from inference.preparation import PreparedAvatar
 from inference.vae import decode_latents
+from tests.media import SHARED_MEDIA
 
-DEFAULT_VIDEO = Path("/work/shared/media/sun.mp4")  # 576x768, a real face (MuseTalk demo clip)
-DEFAULT_AUDIO = Path("/work/shared/media/eng.wav")
+DEFAULT_VIDEO = SHARED_MEDIA / "sun.mp4"  # 576x768, a real face (MuseTalk demo clip)
+DEFAULT_AUDIO = SHARED_MEDIA / "eng.wav"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 

@@ -18,6 +18,21 @@ import cv2
 import numpy as np
 
 # Centre (x, y) and width in pixels of the astronaut's face in the 512x512 photo (Haar box).
+
+# The MuseTalk demo clips (real faces and speech), read-only: beside the checkout as
+# ../shared/media, or at the machine's shared folder.
+SHARED_MEDIA = next(
+    (
+        folder
+        for folder in (
+            Path(__file__).resolve().parent.parent.parent / "shared" / "media",
+            Path("/work/shared/media"),
+        )
+        if folder.is_dir()
+    ),
+    Path("/work/shared/media"),
+)
+
 ASTRONAUT_FACE_CENTER = (223.0, 113.0)
 ASTRONAUT_FACE_WIDTH = 93.0
 

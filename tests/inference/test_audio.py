@@ -20,8 +20,9 @@ from inference.audio import (
 )
 from inference.errors import MediaError
 from inference.models import MuseTalkModels
+from tests.media import SHARED_MEDIA
 
-MEDIA = Path("/work/shared/media")
+MEDIA = SHARED_MEDIA
 
 
 def _write_tone(

@@ -29,9 +29,9 @@ from inference.faces import (
     select_backend,
 )
 from inference.media import read_video
-from tests.media import astronaut_bgr, noface_frame
+from tests.media import SHARED_MEDIA, astronaut_bgr, noface_frame
 
-SUN = Path("/work/shared/media/sun.mp4")
+SUN = SHARED_MEDIA / "sun.mp4"
 
 
 @pytest.fixture(scope="module")

@@ -23,9 +23,9 @@ from inference.preparation import (
     resample_indices,
 )
 from inference.vae import encode_crops
-from tests.media import make_corrupt_file, make_face_video, make_noface_video
+from tests.media import SHARED_MEDIA, make_corrupt_file, make_face_video, make_noface_video
 
-MEDIA = Path("/work/shared/media")
+MEDIA = SHARED_MEDIA
 MODEL_INFO = {"profile": "random-tiny", "note": "random weights, not a real model"}
 FAST = PrepareConfig(batch_size=4, max_frames=6, idle_video=False)
 
