@@ -278,6 +278,11 @@ class Mp4Writer:
         chunk[: len(available)] = available
         frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
         frame.sample_rate = AUDIO_INPUT_RATE
+        # With timestamps the AAC encoder marks its 1024 priming samples (first packet at
+        # -1024) and the muxer writes an edit list, so the audio starts exactly with the video
+        # instead of ~21 ms late; chunks played back to back then stay in sync.
+        frame.pts = self._audio_sent
+        frame.time_base = Fraction(1, AUDIO_INPUT_RATE)
         self._mux(self._audio_stream.encode(frame))
         self._audio_sent = target
 

@@ -230,3 +230,21 @@ def test_it_makes_a_video_without_faces(tmp_path: Path) -> None:
     path = make_noface_video(tmp_path / "noface.mp4", seconds=0.2)
 
     assert probe_video(path).frame_count == 5
+
+
+def test_audio_starts_with_the_video_without_encoder_priming(tmp_path: Path) -> None:
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    path = tmp_path / "one_second.mp4"
+    with Mp4Writer(path, fps=25, width=64, height=64, audio=tone) as writer:
+        for i in range(25):
+            writer.write(np.full((64, 64, 3), i * 8, np.uint8))
+    with av.open(str(path)) as container:
+        frames = list(container.decode(audio=0))
+    samples = np.concatenate([frame.to_ndarray().reshape(-1) for frame in frames])
+    # 48 kHz output: the tone is audible from the first few samples (not 1024 samples late)
+    # and the decoded audio lasts one second plus at most the last AAC frame's padding.
+    assert frames[0].pts == 0
+    assert int(np.argmax(np.abs(samples) > 0.05)) < 16
+    assert 48000 <= len(samples) < 48000 + 1024
