@@ -92,9 +92,10 @@ def _dump_logs(log_dir: Path) -> None:
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[object]:
-    """A real headless Chromium (Debian chromium + chromium-driver) driven by Selenium."""
+    """A fresh real headless Chromium (Debian chromium + chromium-driver) per test, driven by
+    Selenium: no page or console log of one test leaks into the next."""
     import shutil
 
     from selenium import webdriver
