@@ -121,7 +121,10 @@ def test_an_engine_failure_is_reported_as_an_error_event(engine, redis_server, m
     assert error["event"] == "error" and "shorter" in error["message"]
 
 
-def test_orphaned_streams_of_dead_workers_fail(redis_server):
+# Not transactional: the row stays invisible to a live stack's worker, whose own periodic
+# sweep would otherwise reap it first.
+@pytest.mark.django_db
+def test_orphaned_streams_of_dead_workers_fail(redis_server, django_capture_on_commit_callbacks):
     from datetime import timedelta
 
     from django.utils import timezone
@@ -132,7 +135,8 @@ def test_orphaned_streams_of_dead_workers_fail(redis_server):
         worker_id="gone-1",
         started_at=timezone.now() - timedelta(minutes=5),
     )
-    assert services.stream_orphans_reap(live_worker_ids={"alive-1"}) == 1
+    with django_capture_on_commit_callbacks(execute=True):
+        assert services.stream_orphans_reap(live_worker_ids={"alive-1"}) == 1
     request.refresh_from_db()
     assert request.status == StreamRequest.Status.FAILED
     assert _names(request) == ["error", "speaking_ended"]
