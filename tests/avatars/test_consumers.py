@@ -2,17 +2,14 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
 from avatars.models import GenerationJob
 from musetalk_site import realtime
-from musetalk_site.asgi import application
-from tests.factories import GenerationJobFactory, UserFactory
+from tests.factories import GenerationJobFactory
+from tests.websockets import other_user_token, ws_connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
 
 @database_sync_to_async
@@ -21,20 +18,9 @@ def _job_with_token(status: str = GenerationJob.Status.RUNNING) -> tuple[Generat
     return job, Token.objects.create(user=job.owner).key
 
 
-@database_sync_to_async
-def _other_token() -> str:
-    return Token.objects.create(user=UserFactory()).key
-
-
-async def _connect(path: str) -> tuple[WebsocketCommunicator, bool, int | None]:
-    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
-    connected, code = await communicator.connect()
-    return communicator, connected, code
-
-
 async def test_it_sends_the_snapshot_then_live_events_until_complete(redis_server):
     job, token = await _job_with_token()
-    communicator, connected, _ = await _connect(f"/ws/generate/{job.request_id}/?token={token}")
+    communicator, connected, _ = await ws_connect(f"/ws/generate/{job.request_id}/?token={token}")
     assert connected
     snapshot = await communicator.receive_json_from(timeout=5)
     assert snapshot["event"] == "progress" and snapshot["progress"] == 40
@@ -48,8 +34,10 @@ async def test_it_sends_the_snapshot_then_live_events_until_complete(redis_serve
 
 async def test_it_refuses_anonymous_and_foreign_followers(redis_server):
     job, _ = await _job_with_token()
-    communicator, connected, code = await _connect(f"/ws/generate/{job.request_id}/")
+    communicator, connected, code = await ws_connect(f"/ws/generate/{job.request_id}/")
     assert not connected and code == 4401
-    other = await _other_token()
-    communicator, connected, code = await _connect(f"/ws/generate/{job.request_id}/?token={other}")
+    other = await other_user_token()
+    communicator, connected, code = await ws_connect(
+        f"/ws/generate/{job.request_id}/?token={other}"
+    )
     assert not connected and code == 4404

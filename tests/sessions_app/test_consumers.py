@@ -2,35 +2,21 @@ from __future__ import annotations
 
 import pytest
 from channels.db import database_sync_to_async
-from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
-from musetalk_site.asgi import application
 from sessions_app.models import StreamSession
 from sessions_app.realtime import event_publish
 from sessions_app.tokens import player_token_make
-from tests.factories import StreamSessionFactory, UserFactory
+from tests.factories import StreamSessionFactory
+from tests.websockets import other_user_token, ws_connect
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
-
-ORIGIN = [(b"origin", b"http://127.0.0.1")]
 
 
 @database_sync_to_async
 def _session(**fields: object) -> tuple[StreamSession, str]:
     session = StreamSessionFactory(**fields)
     return session, Token.objects.create(user=session.owner).key
-
-
-@database_sync_to_async
-def _other_token() -> str:
-    return Token.objects.create(user=UserFactory()).key
-
-
-async def _connect(path: str) -> tuple[WebsocketCommunicator, bool, int | None]:
-    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
-    connected, code = await communicator.connect()
-    return communicator, connected, code
 
 
 publish = database_sync_to_async(event_publish)
@@ -41,7 +27,7 @@ async def test_it_replays_after_last_event_id_then_sends_live_events(redis_serve
     sid = session.session_id
     for index in range(3):
         await publish(sid, {"event": "chunk", "index": index})
-    communicator, connected, _ = await _connect(
+    communicator, connected, _ = await ws_connect(
         f"/ws/sessions/{sid}/?token={token}&last_event_id=1"
     )
     assert connected
@@ -66,25 +52,29 @@ async def test_a_player_token_opens_only_its_own_session(redis_server):
     session, _ = await _session()
     other, _ = await _session()
     token = player_token_make(session_id=session.session_id)
-    communicator, connected, _ = await _connect(f"/ws/sessions/{session.session_id}/?token={token}")
+    communicator, connected, _ = await ws_connect(
+        f"/ws/sessions/{session.session_id}/?token={token}"
+    )
     assert connected
     await communicator.disconnect()
-    _, connected, code = await _connect(f"/ws/sessions/{other.session_id}/?token={token}")
+    _, connected, code = await ws_connect(f"/ws/sessions/{other.session_id}/?token={token}")
     assert not connected and code == 4404
 
 
 async def test_it_refuses_anonymous_and_foreign_followers(redis_server):
     session, _ = await _session()
-    _, connected, code = await _connect(f"/ws/sessions/{session.session_id}/")
+    _, connected, code = await ws_connect(f"/ws/sessions/{session.session_id}/")
     assert not connected and code == 4401
-    other = await _other_token()
-    _, connected, code = await _connect(f"/ws/sessions/{session.session_id}/?token={other}")
+    other = await other_user_token()
+    _, connected, code = await ws_connect(f"/ws/sessions/{session.session_id}/?token={other}")
     assert not connected and code == 4404
 
 
 async def test_a_closed_session_says_so_and_closes(redis_server):
     session, token = await _session(status=StreamSession.Status.EXPIRED)
-    communicator, connected, _ = await _connect(f"/ws/sessions/{session.session_id}/?token={token}")
+    communicator, connected, _ = await ws_connect(
+        f"/ws/sessions/{session.session_id}/?token={token}"
+    )
     assert connected
     event = await communicator.receive_json_from(timeout=5)
     assert event["event"] == "session_ended" and event["reason"] == "expired"

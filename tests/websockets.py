@@ -1,0 +1,24 @@
+"""Helpers for consumer tests: connect a WebsocketCommunicator to the real ASGI app."""
+
+from __future__ import annotations
+
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from rest_framework.authtoken.models import Token
+
+from musetalk_site.asgi import application
+from tests.factories import UserFactory
+
+ORIGIN = [(b"origin", b"http://127.0.0.1")]
+
+
+@database_sync_to_async
+def other_user_token() -> str:
+    """The API token of a fresh user who owns nothing."""
+    return Token.objects.create(user=UserFactory()).key
+
+
+async def ws_connect(path: str) -> tuple[WebsocketCommunicator, bool, int | None]:
+    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+    connected, code = await communicator.connect()
+    return communicator, connected, code
