@@ -40,7 +40,7 @@ from inference.config import (
 from inference.media import Mp4Writer
 from inference.models import predict_latents
 from inference.pipeline import Engine
-from inference.preparation import PreparedAvatar
+from inference.preparation import AvatarManifest, PreparedAvatar
 from inference.vae import decode_latents
 from tests.media import SHARED_MEDIA
 
@@ -119,6 +119,18 @@ def _media(args: argparse.Namespace, scratch: Path) -> tuple[Path, Path]:
         _log(f"{audio} not found: using synthesized speech")
         audio = make_speech_wav(scratch / "speech.wav", seconds=10.0)
     return video, audio
+
+
+def prepared_avatar(
+    engine: Engine, args: argparse.Namespace, video: Path, scratch: Path
+) -> tuple[Path, AvatarManifest]:
+    """``--avatar-dir`` when given (an avatar prepared elsewhere, e.g. on a machine whose
+    OpenCV lacks face detection), else the first ``--avatar-frames`` frames of the video."""
+    if args.avatar_dir:
+        return args.avatar_dir, engine.avatar(args.avatar_dir).manifest
+    avatar_dir = scratch / "avatar"
+    prep = PrepareConfig(max_frames=args.avatar_frames, batch_size=8, idle_video=False)
+    return avatar_dir, engine.prepare(video, avatar_dir, config=prep)
 
 
 def _load(engine: Engine, cfg: GenerateConfig, samples: np.ndarray) -> tuple[torch.Tensor, int]:
@@ -229,6 +241,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batches", default="1,4,8", help="comma-separated batch sizes")
     parser.add_argument("--frames", type=int, default=0, help="frames per config (0: auto)")
     parser.add_argument("--avatar-frames", type=int, default=8)
+    parser.add_argument("--avatar-dir", type=Path, default=None, help="a prepared avatar")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--audio", type=Path, default=DEFAULT_AUDIO)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
@@ -312,12 +325,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         scratch = Path(tmp)
         video, audio = _media(args, scratch)
         speech = load_audio(audio)
-        avatar_dir = scratch / "avatar"
         started = time.perf_counter()
-        prep = PrepareConfig(max_frames=args.avatar_frames, batch_size=8, idle_video=False)
-        manifest = engine.prepare(video, avatar_dir, config=prep)
+        avatar_dir, manifest = prepared_avatar(engine, args, video, scratch)
         prepare_s = time.perf_counter() - started
-        _log(f"prepared {manifest.frame_count} frames in {prepare_s:.1f} s")
+        _log(f"avatar of {manifest.frame_count} frames ready in {prepare_s:.1f} s")
         avatar = engine.avatar(avatar_dir)
         # Warm-up: first calls allocate and pick kernels; keep that out of every number.
         warm_chunks, _ = _load(engine, GenerateConfig(), _samples_for(1, speech, args.fps))

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The engine benchmark on a CUDA machine: random-full profile (RANDOM weights, real cost), fp16,
-# batches 1..64. Writes bench/results/engine-cuda.json and engine-cuda.md. About 2-4 minutes.
+# batches 1..64, then concurrent streams (bench/streams.py). Writes bench/results/engine-cuda.*
+# and streams-random-full-cuda.*. About 5-8 minutes.
 #
 # Usage: bench/gpu.sh [more bench.engine options, e.g. --device cuda:1]
 #
@@ -31,5 +32,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec timeout 290 "$python" -m bench.engine --device cuda --batches 1,4,8,16,32,64 \
+timeout 290 "$python" -m bench.engine --device cuda --batches 1,4,8,16,32,64 \
   --note "bench/gpu.sh on $(hostname); fp16; untimed warm-up batch before each batch size." "$@"
+exec timeout 300 "$python" -m bench.streams --device cuda --streams 1,2,4,8,16 --budget-seconds 240 \
+  --note "bench/gpu.sh on $(hostname); fp16" "$@"

@@ -124,15 +124,24 @@ class OfflineFaceBackend:
     name = "offline-opencv-haar"
 
     def __init__(self, *, max_side: int = 640, min_face_fraction: float = 0.08) -> None:
-        root = Path(cv2.data.haarcascades)
-        self._cascades: list[tuple[str, cv2.CascadeClassifier]] = []
-        for label in ("frontalface_default", "frontalface_alt2", "profileface"):
-            cascade = cv2.CascadeClassifier(str(root / f"haarcascade_{label}.xml"))
-            if cascade.empty():
-                raise RuntimeError(f"OpenCV's bundled cascade {label} could not be loaded")
-            self._cascades.append((label, cascade))
+        self._loaded: list[tuple[str, cv2.CascadeClassifier]] = []
         self.max_side = max_side
         self.min_face_fraction = min_face_fraction
+
+    @property
+    def _cascades(self) -> list[tuple[str, cv2.CascadeClassifier]]:
+        """The cascades, loaded on first use: an engine that only generates never needs them
+        (and an OpenCV build without the objdetect module can still generate)."""
+        if not self._loaded:
+            root = Path(cv2.data.haarcascades)
+            loaded = []
+            for label in ("frontalface_default", "frontalface_alt2", "profileface"):
+                cascade = cv2.CascadeClassifier(str(root / f"haarcascade_{label}.xml"))
+                if cascade.empty():
+                    raise RuntimeError(f"OpenCV's bundled cascade {label} could not be loaded")
+                loaded.append((label, cascade))
+            self._loaded = loaded
+        return self._loaded
 
     def detect(self, frame_bgr: np.ndarray) -> FaceDetection | None:
         """The largest face in a ``(H, W, 3)`` uint8 BGR frame, or None."""
