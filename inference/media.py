@@ -27,6 +27,12 @@ logger = logging.getLogger(__name__)
 AUDIO_INPUT_RATE = 16000  # the engine's audio rate (spec §5.1)
 AUDIO_OUTPUT_RATE = 48000  # AAC frames are 1024 samples: 21 ms at 48 kHz, under one video frame
 DEFAULT_FPS = 25.0
+# Real audio fed around a chunk (input-rate samples): AAC codes overlapping 1024-sample
+# windows, so the first and last frames of a chunk encoded on its own are shaped by whatever
+# surrounds them. Real neighbours there (instead of the encoder's silence) make every chunk
+# decode to the true waveform right up to its edges; the edit list hides the extra audio.
+AUDIO_PREROLL_SAMPLES = 1024  # 64 ms = three AAC frames at 48 kHz: the packets stay on the grid
+AUDIO_TAIL_SAMPLES = 1024  # 64 ms: completes the last frame and the encoder's look-ahead
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,11 @@ class Mp4Writer:
     video length (``frames / fps``) and encoded at 48 kHz, so the two durations agree within
     one video frame. Odd frame sizes are padded by one replicated row/column (yuv420p needs
     even sizes).
+
+    ``audio_context`` is ``(before, after)``: the audio around ``audio`` when the file is one
+    chunk of a longer utterance. The encoder then starts and ends on real audio, which the
+    MP4 edit list hides, so chunks decoded one by one join without a click, and a player
+    that ignores edit lists overlaps chunks with the same audio instead of silence.
     """
 
     def __init__(
@@ -199,6 +210,7 @@ class Mp4Writer:
         crf: int = 18,
         tune: str | None = None,
         gop: int | None = None,
+        audio_context: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
         if fps <= 0 or width < 1 or height < 1:
             raise ValueError(f"bad video geometry: fps={fps}, width={width}, height={height}")
@@ -208,6 +220,9 @@ class Mp4Writer:
         self.frames_written = 0
         self._audio = None if audio is None else np.asarray(audio, dtype=np.float32).reshape(-1)
         self._audio_sent = 0
+        before, after = audio_context if audio_context is not None else ((), ())
+        self._preroll = np.asarray(before, dtype=np.float32).reshape(-1)[-AUDIO_PREROLL_SAMPLES:]
+        self._tail = np.asarray(after, dtype=np.float32).reshape(-1)[:AUDIO_TAIL_SAMPLES]
         self._tmp = self.path.with_name(f".{self.path.name}.{uuid.uuid4().hex[:8]}.part")
         # faststart moves the index to the front so browsers can play while downloading.
         self._container = av.open(
@@ -273,18 +288,36 @@ class Mp4Writer:
     def _send_audio_until(self, target: int) -> None:
         if self._audio_stream is None or self._audio is None or target <= self._audio_sent:
             return
+        if self._audio_sent == 0 and len(self._preroll):
+            self._encode_audio(self._preroll, -len(self._preroll))
         chunk = np.zeros(target - self._audio_sent, dtype=np.float32)
         available = self._audio[self._audio_sent : target]
         chunk[: len(available)] = available
-        frame = av.AudioFrame.from_ndarray(chunk[None, :], format="flt", layout="mono")
+        self._encode_audio(chunk, self._audio_sent)
+        self._audio_sent = target
+
+    def _encode_audio(self, samples: np.ndarray, pts: int, *, end: float | None = None) -> None:
+        frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
         frame.sample_rate = AUDIO_INPUT_RATE
         # With timestamps the AAC encoder marks its 1024 priming samples (first packet at
-        # -1024) and the muxer writes an edit list, so the audio starts exactly with the video
-        # instead of ~21 ms late; chunks played back to back then stay in sync.
-        frame.pts = self._audio_sent
+        # -1024, earlier with a pre-roll) and the muxer writes an edit list, so the audio
+        # starts exactly with the video instead of ~21 ms late; chunks played back to back
+        # then stay in sync.
+        frame.pts = pts
         frame.time_base = Fraction(1, AUDIO_INPUT_RATE)
-        self._mux(self._audio_stream.encode(frame))
-        self._audio_sent = target
+        self._mux_audio(self._audio_stream.encode(frame), end)
+
+    def _mux_audio(self, packets: list[Any], end: float | None) -> None:
+        """Mux audio packets; past ``end`` (seconds) drop them, and cut the one that
+        crosses it, so the track (and its edit list) ends exactly with the video."""
+        for packet in packets:
+            if end is not None:
+                stop = round(end / packet.time_base)
+                if packet.pts >= stop:
+                    continue
+                if packet.duration and packet.pts + packet.duration > stop:
+                    packet.duration = stop - packet.pts
+            self._container.mux(packet)
 
     def _mux(self, packets: list[Any]) -> None:
         for packet in packets:
@@ -300,7 +333,10 @@ class Mp4Writer:
         try:
             self._send_audio_until(self._audio_target())
             if self._audio_stream is not None:
-                self._mux(self._audio_stream.encode(None))
+                end = self.frames_written / self.fps
+                if len(self._tail):
+                    self._encode_audio(self._tail, self._audio_sent, end=end)
+                self._mux_audio(self._audio_stream.encode(None), end)
             self._mux(self._video.encode(None))
             self._container.close()
         except BaseException:

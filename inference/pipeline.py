@@ -452,12 +452,14 @@ class Engine:
     ) -> bool:
         """Encode the next ``count`` frames with their audio; False when generation stopped."""
         height, width = avatar.frames[0].shape[:2]
+        start, end = _audio_bounds(first, count, config.fps)
         with Mp4Writer(
             path,
             fps=config.fps,
             width=width,
             height=height,
-            audio=_audio_slice(samples, first, count, config.fps),
+            audio=samples[start:end],
+            audio_context=(samples[:start], samples[end:]),
             crf=config.crf,
             tune="zerolatency",
         ) as writer:
@@ -470,10 +472,11 @@ class Engine:
         return True
 
 
-def _audio_slice(samples: np.ndarray, first_frame: int, count: int, fps: int) -> np.ndarray:
+def _audio_bounds(first_frame: int, count: int, fps: int) -> tuple[int, int]:
+    """The audio samples ``[start, end)`` that go with frames ``[first, first + count)``."""
     start = round(first_frame * SAMPLE_RATE / fps)
     end = round((first_frame + count) * SAMPLE_RATE / fps)
-    return samples[start:end]
+    return start, end
 
 
 def _manifest_version(avatar_dir: Path) -> tuple[int, int]:

@@ -206,3 +206,25 @@ def make_corrupt_file(path: str | Path) -> Path:
     garbage = np.random.default_rng(3).integers(0, 256, 4096, dtype=np.uint8).tobytes()
     path.write_bytes(header + garbage)
     return path
+
+
+def tone(
+    seconds: float, *, rate: int = 16000, hz: float = 440.0, amplitude: float = 0.5
+) -> np.ndarray:
+    """A pure sine, float32 mono: any click or gap in it stands out against a fitted sine."""
+    t = np.arange(round(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def decode_audio(path: str | Path, *, edit_list: bool = True) -> tuple[np.ndarray, float]:
+    """The first audio track as mono float32 samples at its own rate, and the track's
+    duration in seconds (the edit list's, i.e. what a conforming player plays).
+
+    ``edit_list=False`` also returns the samples the edit list hides at the start.
+    """
+    options = {} if edit_list else {"ignore_editlist": "1"}
+    with av.open(str(path), options=options) as container:
+        stream = container.streams.audio[0]
+        duration = float(stream.duration * stream.time_base) if stream.duration else 0.0
+        frames = [frame.to_ndarray().reshape(-1) for frame in container.decode(stream)]
+    return np.concatenate(frames).astype(np.float32), duration

@@ -15,11 +15,13 @@ from inference.media import (
     write_mp4,
 )
 from tests.media import (
+    decode_audio,
     make_corrupt_file,
     make_face_video,
     make_noface_video,
     make_speech_wav,
     speech_samples,
+    tone,
 )
 
 
@@ -248,3 +250,71 @@ def test_audio_starts_with_the_video_without_encoder_priming(tmp_path: Path) -> 
     assert frames[0].pts == 0
     assert int(np.argmax(np.abs(samples) > 0.05)) < 16
     assert 48000 <= len(samples) < 48000 + 1024
+
+
+def _chunk(tmp_path: Path, name: str, audio: np.ndarray, **kwargs: object) -> Path:
+    """One second of video (25 frames) with ``audio`` (16 kHz), as the engine writes chunks."""
+    path = tmp_path / name
+    with Mp4Writer(path, fps=25, width=64, height=64, audio=audio, **kwargs) as writer:
+        for i in range(25):
+            writer.write(np.full((64, 64, 3), i * 8, np.uint8))
+    return path
+
+
+def _sine(first: int, count: int) -> np.ndarray:
+    """tone()'s 440 Hz sine at 48 kHz, samples [first, first + count)."""
+    return 0.5 * np.sin(2 * np.pi * 440 * np.arange(first, first + count) / 48000)
+
+
+def test_a_chunk_with_its_neighbours_audio_decodes_true_up_to_both_edges(tmp_path: Path) -> None:
+    signal = tone(3.0)
+    middle = signal[16000:32000]
+    alone = _chunk(tmp_path, "alone.mp4", middle)
+    framed = _chunk(tmp_path, "framed.mp4", middle, audio_context=(signal[:16000], signal[32000:]))
+
+    results = {}
+    for path in (alone, framed):
+        played, duration = decode_audio(path)
+        whole, _ = decode_audio(path, edit_list=False)
+        hidden = len(whole) - len(played)
+        error = np.abs(played - _sine(48000, len(played)))
+        results[path.name] = {
+            "duration": duration,
+            "body": error[2048:46000].max(),
+            "head": error[:1024].max(),
+            # what a player that ignores the edit list hears around the chunk's edges
+            "past_end": error[48000:].max(),
+            "before_start": np.abs(whole[hidden - 1024 : hidden] - _sine(48000 - 1024, 1024)).max(),
+        }
+    framed_r, alone_r = results["framed.mp4"], results["alone.mp4"]
+    # Both play exactly one second; alone, the edges are silence where audio should be.
+    assert framed_r["duration"] == alone_r["duration"] == 1.0
+    assert alone_r["past_end"] > 0.4 and alone_r["before_start"] > 0.4
+    # With the neighbours' audio, the edges carry the true waveform, as clean as the body.
+    assert framed_r["head"] <= 1.5 * framed_r["body"] + 0.005
+    assert framed_r["past_end"] < 0.05 and framed_r["before_start"] < 0.05
+    assert framed_r["body"] < 0.05
+
+
+def test_consecutive_chunks_decoded_one_by_one_join_into_the_original_waveform(
+    tmp_path: Path,
+) -> None:
+    signal = tone(3.0)
+    played = []
+    for k in range(3):
+        before, part, after = (
+            signal[: k * 16000],
+            signal[k * 16000 : (k + 1) * 16000],
+            signal[(k + 1) * 16000 :],
+        )
+        path = _chunk(tmp_path, f"chunk_{k}.mp4", part, audio_context=(before, after))
+        samples, duration = decode_audio(path)
+        played.append(samples[: round(duration * 48000)])  # what the edit list lets play
+    joined = np.concatenate(played)
+    error = np.abs(joined - _sine(0, len(joined)))
+
+    assert len(joined) == 3 * 48000  # no gap, no overlap
+    interior = max(error[s + 4000 : s + 44000].max() for s in (0, 48000, 96000))
+    for seam in (48000, 96000):
+        assert error[seam - 1024 : seam + 1024].max() <= 1.5 * interior + 0.005, seam
+    assert interior < 0.05

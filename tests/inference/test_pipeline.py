@@ -24,7 +24,7 @@ from inference.models import predict_latents
 from inference.pipeline import Engine
 from inference.preparation import PreparedAvatar, load_avatar, prepare_avatar
 from inference.vae import decode_latents
-from tests.media import make_face_video, make_speech_wav
+from tests.media import decode_audio, make_face_video, make_speech_wav, tone
 
 FPS = 25
 SPEECH_SECONDS = 1.5
@@ -333,6 +333,32 @@ def test_it_writes_playable_chunks_that_add_up_to_the_utterance(
         assert abs(facts["video_s"] - len(frames) / FPS) <= 1 / FPS
     assert sum(counts) == total
     assert counts[:-1] == [10] * (len(chunks) - 1)
+
+
+def test_its_chunks_join_into_the_utterance_audio_without_clicks(
+    engine: Engine, avatar_dir: Path, tmp_path: Path
+) -> None:
+    signal = tone(1.2)  # three chunks of 0.4 s
+    config = GenerateConfig(batch_size=8, chunk_seconds=0.4)
+    chunks = list(engine.generate_chunks(avatar_dir, signal, tmp_path, config=config))
+    played, tails = [], []
+    for chunk in chunks:
+        samples, duration = decode_audio(chunk.path)
+        length = round(duration * 48000)
+        played.append(samples[:length])
+        tails.append(samples[length:])
+    joined = np.concatenate(played)
+    reference = 0.5 * np.sin(2 * np.pi * 440 * np.arange(len(joined)) / 48000)
+    error = np.abs(joined - reference)
+
+    assert [len(p) for p in played] == [19200, 19200, 19200]  # exactly 0.4 s each
+    interior = max(error[s + 2048 : s + 17000].max() for s in (0, 19200, 38400))
+    for seam in (19200, 38400):
+        assert error[seam - 1024 : seam + 1024].max() <= 1.5 * interior + 0.005
+    # Past its end a chunk's last AAC frame carries the next chunk's audio, not silence.
+    for k, tail in enumerate(tails[:-1]):
+        after = reference[19200 * (k + 1) : 19200 * (k + 1) + len(tail)]
+        assert len(tail) and np.abs(tail - after).max() < 0.05
 
 
 def test_it_refuses_chunks_without_a_chunk_length(
