@@ -209,6 +209,7 @@ class Mp4Writer:
         audio: np.ndarray | None = None,
         crf: int = 18,
         tune: str | None = None,
+        preset: str | None = None,
         gop: int | None = None,
         audio_context: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
@@ -230,16 +231,20 @@ class Mp4Writer:
         )
         self._closed = False
         try:
-            self._video = self._add_video_stream(crf=crf, tune=tune, gop=gop)
+            self._video = self._add_video_stream(crf=crf, tune=tune, preset=preset, gop=gop)
             self._audio_stream = self._add_audio_stream() if self._audio is not None else None
         except BaseException:
             self.abort()
             raise
 
-    def _add_video_stream(self, *, crf: int, tune: str | None, gop: int | None) -> Any:
+    def _add_video_stream(
+        self, *, crf: int, tune: str | None, preset: str | None, gop: int | None
+    ) -> Any:
         options = {"crf": str(crf)}
         if tune:
             options["tune"] = tune
+        if preset:
+            options["preset"] = preset
         if gop:
             options.update({"g": str(gop), "keyint_min": str(gop), "sc_threshold": "0"})
         rate = Fraction(self.fps).limit_denominator(1001)

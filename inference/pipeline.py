@@ -61,6 +61,10 @@ logger = logging.getLogger(__name__)
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 Cancelled = Callable[[], bool]
 _END = object()
+# x264 preset of live chunks: "veryfast" costs a third of the default "medium" per frame
+# (bench: 7 vs 20 CPU ms at 576x768) for ~10% more bytes at the same quality; a live stream
+# is bound by the CPU next to the GPU. Whole videos keep "medium".
+LIVE_PRESET = "veryfast"
 
 
 @dataclass(frozen=True)
@@ -462,6 +466,7 @@ class Engine:
             audio_context=(samples[:start], samples[end:]),
             crf=config.crf,
             tune="zerolatency",
+            preset=LIVE_PRESET,
         ) as writer:
             for _ in range(count):
                 frame = next(frames, None)
