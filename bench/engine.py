@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from inference.audio import SAMPLE_RATE, load_audio
+from inference.avatar_store import AvatarManifest, PreparedAvatar
 from inference.blending import blend_face
 from inference.config import (
     PROFILE_RANDOM_FULL,
@@ -40,7 +41,6 @@ from inference.config import (
 from inference.media import Mp4Writer
 from inference.models import predict_latents
 from inference.pipeline import Engine
-from inference.preparation import AvatarManifest, PreparedAvatar
 from inference.vae import decode_latents
 from tests.media import SHARED_MEDIA
 

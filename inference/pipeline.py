@@ -38,6 +38,7 @@ from inference.audio import (
     frame_count,
     load_audio,
 )
+from inference.avatar_store import MANIFEST, AvatarManifest, PreparedAvatar, load_avatar
 from inference.blending import blend_face
 from inference.budget import (
     STAGE_GENERATE,
@@ -52,7 +53,6 @@ from inference.errors import InferenceError
 from inference.faces import FaceBackend, select_backend
 from inference.media import Mp4Writer
 from inference.models import MuseTalkModels, load_models, predict_latents
-from inference.preparation import MANIFEST, AvatarManifest, PreparedAvatar, load_avatar
 from inference.preparation import prepare_avatar as _prepare_avatar
 from inference.vae import decode_latents
 
