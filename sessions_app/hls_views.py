@@ -1,11 +1,14 @@
-"""HLS endpoints: the live playlist, its segments, and the iOS player page."""
+"""HLS endpoints: the multivariant and live playlists, the segments, the iOS player page."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.utils.cache import patch_vary_headers
+from django.utils.text import compress_string
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.exceptions import NotAuthenticated
 from rest_framework.negotiation import BaseContentNegotiation
@@ -21,6 +24,7 @@ TOKEN_PARAM = OpenApiParameter(
     "token", str, description="Player token from player_url (or an API token)", required=False
 )
 PAGE_ERRORS = (Http404, NotAuthenticated, ApplicationError)
+ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 
 
 class AnyAccept(BaseContentNegotiation):
@@ -33,8 +37,28 @@ class AnyAccept(BaseContentNegotiation):
         return renderers[0], renderers[0].media_type
 
 
-class HlsPlaylistApi(APIView):
-    """``GET /hls/{id}/playlist.m3u8?token=``: the session's live playlist."""
+def _hls_response(content: str | bytes, *, content_type: str, cache: str) -> HttpResponse:
+    response = HttpResponse(content, content_type=content_type)
+    response["Cache-Control"] = cache
+    # The token is in the URL and no cookie is needed, so players on other origins (an
+    # app's own hls.js page) may read the stream; credentialed reads stay same-origin.
+    response["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+def _playlist_response(request: Request, text: str) -> HttpResponse:
+    """A playlist, gzipped for clients that accept it, however short: Apple's authoring
+    spec (10.1) asks for it. It changes every second (and carries a token): no caching."""
+    response = _hls_response(text, content_type=hls.PLAYLIST_CONTENT_TYPE, cache="no-store")
+    patch_vary_headers(response, ["Accept-Encoding"])
+    if ACCEPTS_GZIP.search(request.headers.get("Accept-Encoding", "")):
+        response.content = compress_string(response.content)
+        response["Content-Encoding"] = "gzip"
+    return response
+
+
+class HlsMasterPlaylistApi(APIView):
+    """``GET /hls/{id}/master.m3u8?token=``: the multivariant playlist players open."""
 
     permission_classes = [AllowAny]  # the owner, or a player token of this session
     content_negotiation_class = AnyAccept
@@ -49,10 +73,26 @@ class HlsPlaylistApi(APIView):
         session = selectors.session_get_for_access(
             user=request.user, token=token, session_id=session_id
         )
-        text = hls.hls_playlist(session=session, token=token)
-        response = HttpResponse(text, content_type=hls.PLAYLIST_CONTENT_TYPE)
-        response["Cache-Control"] = "no-store"  # a live playlist changes every second
-        return response
+        return _playlist_response(request, hls.hls_master_playlist(session=session, token=token))
+
+
+class HlsPlaylistApi(APIView):
+    """``GET /hls/{id}/playlist.m3u8?token=``: the session's live media playlist."""
+
+    permission_classes = [AllowAny]
+    content_negotiation_class = AnyAccept
+
+    @extend_schema(
+        parameters=[TOKEN_PARAM],
+        responses={(200, hls.PLAYLIST_CONTENT_TYPE): str},
+        tags=["hls"],
+    )
+    def get(self, request: Request, session_id: str) -> HttpResponse:
+        token = request.query_params.get("token")
+        session = selectors.session_get_for_access(
+            user=request.user, token=token, session_id=session_id
+        )
+        return _playlist_response(request, hls.hls_playlist(session=session, token=token))
 
 
 class HlsSegmentApi(APIView):
@@ -73,9 +113,10 @@ class HlsSegmentApi(APIView):
         data, segment = hls.hls_segment(session=session, name=name)
         if segment.kind == hls.LIVE:
             session_chunk_served(session=session)
-        response = HttpResponse(data, content_type=hls.SEGMENT_CONTENT_TYPE)
-        response["Cache-Control"] = "private, max-age=60"
-        return response
+        # A published segment never changes; the token keeps it out of shared caches.
+        return _hls_response(
+            data, content_type=hls.SEGMENT_CONTENT_TYPE, cache="private, max-age=60"
+        )
 
 
 def hls_player(request: HttpRequest, session_id: str) -> HttpResponse:

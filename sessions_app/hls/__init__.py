@@ -6,10 +6,12 @@ an utterance, or else parts of the avatar's idle loop, paced by the wall clock. 
 request remuxes (never re-encodes) the one clip behind that segment into MPEG-TS, shifted
 to the segment's place on the media timeline, so the timestamps run on across segments
 and across each wrap of the idle loop. Only a switch idle <-> live is a discontinuity (a
-different encoder).
+different encoder). Players open a multivariant playlist of one variant, the live playlist,
+which tells Apple devices the codecs, size and bit rate before the first segment.
 
-    timeline.py   the timeline and the playlist text (pure)
-    media.py      PyAV: idle parts, MPEG-TS remux
+    timeline.py   the timeline and the playlists' text (pure)
+    media.py      PyAV: idle parts, MPEG-TS remux, the variant's codecs and bit rates
+    mpegts.py     continuity counters that run on from segment to segment
     services.py   files, locks, the database: what the views and hooks call
 """
 
@@ -19,6 +21,7 @@ from sessions_app.hls.services import (
     PLAYLIST_CONTENT_TYPE,
     SEGMENT_CONTENT_TYPE,
     hls_avatar_files_remove,
+    hls_master_playlist,
     hls_player_config,
     hls_playlist,
     hls_segment,
@@ -33,6 +36,7 @@ __all__ = [
     "PLAYLIST_CONTENT_TYPE",
     "SEGMENT_CONTENT_TYPE",
     "hls_avatar_files_remove",
+    "hls_master_playlist",
     "hls_player_config",
     "hls_playlist",
     "hls_segment",

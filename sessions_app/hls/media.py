@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Iterator
+from fractions import Fraction
 from pathlib import Path
 
 import av
 import numpy as np
 
 from inference.media import Mp4Writer
-from sessions_app.hls.timeline import Clip, part_sizes
+from sessions_app.hls.mpegts import ts_continuity_pad
+from sessions_app.hls.timeline import Clip, Variant, part_sizes
 
 IDLE_PART_SECONDS = 1.0  # idle segments: short, so a new utterance is not kept waiting
-MEDIA_BASE_SECONDS = 10.0  # media time 0 is PTS 10 s: the AAC priming stays positive
+MEDIA_BASE_SECONDS = 10.0  # media time 0 is PTS 10 s: every timestamp stays positive
+# copyts: keep our timestamps. max_delay (µs): the PCR runs this far behind the DTS, so that
+# every PES arrives before it is due, as the MPEG-TS decoder model (T-STD) requires.
+TS_OPTIONS = {"mpegts_copyts": "1", "max_delay": "100000"}
+AAC_FRAME = 1024  # samples that one AAC-LC packet decodes to
+# Speech chunks are encoded for speed (crf 18, a fast preset) and the mouth moves, where the
+# idle loop is not (crf 20): the bandwidths declared from the idle loop leave room for speech
+# (Apple wants a measured peak under 125% of BANDWIDTH and an average under 110% of
+# AVERAGE-BANDWIDTH, authoring spec 1.29 and 1.28).
+PEAK_HEADROOM = 2.0
+AVERAGE_HEADROOM = 1.5
 
 
 def idle_parts_encode(idle_mp4: Path, folder: Path, *, relative_to: Path) -> list[Clip]:
@@ -57,26 +70,68 @@ def _idle_part(
 def segment_ts(source: Path, *, start: float, duration: float) -> bytes:
     """Remux one H.264 + AAC clip into an MPEG-TS segment at media time ``start``.
 
-    Audio that starts past the video's end (the encoder's last padded frame) is dropped,
-    so consecutive segments overlap by a few milliseconds at most.
+    MPEG-TS has no edit list, so the audio is cut to the whole AAC frames within the video
+    ``[0, duration)``: the encoder's priming and the real audio that a chunk carries around
+    its edges (hidden by the MP4 edit list) would otherwise overlap the neighbouring
+    segments. Timestamps then only move forward from segment to segment (Apple's authoring
+    spec 7.2), with a gap under one AAC frame, and audio starts with the video.
     """
     buffer = io.BytesIO()
     offset = MEDIA_BASE_SECONDS + start
     with (
         av.open(str(source)) as clip,
-        av.open(buffer, "w", format="mpegts", options={"mpegts_copyts": "1"}) as ts,
+        av.open(buffer, "w", format="mpegts", options=TS_OPTIONS) as ts,
     ):
         picked = [*clip.streams.video[:1], *clip.streams.audio[:1]]
         streams = {s.index: ts.add_stream_from_template(s) for s in picked}
         for packet in clip.demux(*picked):
             if packet.dts is None or packet.pts is None:
                 continue  # the demuxer's flush packet
-            base = packet.time_base
-            if packet.stream.type == "audio" and packet.pts * base >= duration:
+            if packet.stream.type == "audio" and not _within(packet, duration):
                 continue
+            base = packet.time_base
             shift = round(offset * base.denominator / base.numerator)
             packet.pts += shift
             packet.dts += shift
             packet.stream = streams[packet.stream.index]
             ts.mux(packet)
-    return buffer.getvalue()
+    return ts_continuity_pad(buffer.getvalue())
+
+
+def _within(packet: av.Packet, duration: float) -> bool:
+    """Whether an AAC packet decodes inside ``[0, duration)`` seconds. It always decodes
+    AAC_FRAME samples: a shorter MP4 duration is an edit, which MPEG-TS cannot carry."""
+    begin = packet.pts * packet.time_base
+    end = begin + Fraction(AAC_FRAME, packet.stream.codec_context.sample_rate)
+    return begin >= 0 and end <= Fraction(duration)
+
+
+def variant_measure(clips: list[tuple[Path, float]]) -> Variant:
+    """The variant of a stream like ``clips`` (path, seconds): codecs and size from the
+    first one's headers, bit rates from their MPEG-TS segments, with headroom for speech."""
+    bits = [len(segment_ts(path, start=0.0, duration=span)) * 8 for path, span in clips]
+    spans = [span for _, span in clips]
+    peak = max(size / span for size, span in zip(bits, spans))
+    average = sum(bits) / sum(spans)
+    with av.open(str(clips[0][0])) as container:
+        video = container.streams.video[0].codec_context
+        audio = container.streams.audio[0].codec_context
+        rate = container.streams.video[0].average_rate
+        return Variant(
+            bandwidth=math.ceil(peak * PEAK_HEADROOM),
+            average_bandwidth=math.ceil(average * AVERAGE_HEADROOM),
+            codecs=f"{_avc1(video.extradata)},{_mp4a(audio.extradata)}",
+            width=video.width,
+            height=video.height,
+            frame_rate=float(rate or 25),
+        )
+
+
+def _avc1(avcc: bytes) -> str:
+    """RFC 6381 name of H.264 from its avcC: profile, constraint flags, level."""
+    return f"avc1.{avcc[1]:02x}{avcc[2]:02x}{avcc[3]:02x}"
+
+
+def _mp4a(audio_specific_config: bytes) -> str:
+    """RFC 6381 name of AAC from its AudioSpecificConfig: the audio object type (2: LC)."""
+    return f"mp4a.40.{audio_specific_config[0] >> 3}"

@@ -4,6 +4,8 @@ On disk, under MEDIA_ROOT/hls/:
 
     avatars/<owner_id>/<avatar_id>/<stamp>/idle_000.mp4 ...   the idle loop cut into ~1 s
         parts (H.264 opening on a key frame + AAC silence), made once per idle.mp4
+    avatars/<owner_id>/<avatar_id>/<stamp>/variant.json     what the multivariant playlist
+        says of the stream, measured on those parts
     sessions/<session_id>/timeline.json                     the segments published so far
 """
 
@@ -30,12 +32,14 @@ from django.utils import timezone
 from avatars.models import Avatar
 from avatars.services.avatar import avatar_dir
 from musetalk_site.errors import ApplicationError
-from sessions_app.hls.media import idle_parts_encode, segment_ts
+from sessions_app.hls.media import idle_parts_encode, segment_ts, variant_measure
 from sessions_app.hls.timeline import (
     Clip,
     LiveRequest,
     Segment,
     Timeline,
+    Variant,
+    master_render,
     playlist_render,
     target_duration,
     timeline_extend,
@@ -105,6 +109,19 @@ def _idle_build(source: Path, folder: Path, home: Path) -> None:
     ]
     (staging / "parts.json").write_text(json.dumps([asdict(clip) for clip in clips]))
     os.rename(staging, folder)
+
+
+def idle_variant_ensure(*, avatar: Avatar) -> Variant:
+    """The variant of ``avatar``'s stream, measured on its idle parts on first use."""
+    clips = idle_clips_ensure(avatar=avatar)
+    media_root = Path(settings.MEDIA_ROOT)
+    folder = (media_root / clips[0].source).parent
+    path = folder / "variant.json"
+    with _locked(folder.parent):
+        if not path.is_file():
+            variant = variant_measure([(media_root / c.source, c.duration) for c in clips])
+            path.write_text(json.dumps(asdict(variant)))
+    return Variant(**json.loads(path.read_text()))
 
 
 def hls_session_check_open(*, session: StreamSession) -> None:
@@ -189,6 +206,14 @@ def hls_playlist(*, session: StreamSession, token: str | None) -> str:
     return playlist_render(timeline, segment_url=lambda segment: prefix + segment.name + query)
 
 
+def hls_master_playlist(*, session: StreamSession, token: str | None) -> str:
+    """The session's multivariant playlist: its one variant is the live playlist."""
+    hls_session_check_open(session=session)
+    variant = idle_variant_ensure(avatar=session.avatar)
+    uri = f"/hls/{session.session_id}/playlist.m3u8{_token_query(token)}"
+    return master_render(variant, uri=uri)
+
+
 def hls_segment(*, session: StreamSession, name: str) -> tuple[bytes, Segment]:
     """The MPEG-TS bytes of segment ``name``; 404 once it left the timeline."""
     hls_session_check_open(session=session)
@@ -206,15 +231,16 @@ def hls_segment(*, session: StreamSession, name: str) -> tuple[bytes, Segment]:
 
 
 def hls_player_config(*, session: StreamSession, token: str | None) -> dict[str, str]:
-    """What the player page needs. Its playlist URL carries a player token: the one the
-    page was opened with, or a fresh one for the signed-in owner (never an API key).
-    Encodes the idle loop now if needed, so that the first playlist answers quickly."""
+    """What the player page needs: the multivariant playlist, whose URL carries a player
+    token: the one the page was opened with, or a fresh one for the signed-in owner (never
+    an API key). Encodes and measures the idle loop now if needed, so that the playlists
+    answer quickly."""
     hls_session_check_open(session=session)
     if not token or player_token_session_id(token=token) != session.session_id:
         token = player_token_make(session_id=session.session_id)
-    idle_clips_ensure(avatar=session.avatar)
+    idle_variant_ensure(avatar=session.avatar)
     query = _token_query(token)
     return {
         "session_id": session.session_id,
-        "playlist_url": f"/hls/{session.session_id}/playlist.m3u8{query}",
+        "playlist_url": f"/hls/{session.session_id}/master.m3u8{query}",
     }

@@ -1,5 +1,6 @@
 """HLS on the live stack (random-tiny model): the idle playlist, an utterance's live
-segments, and the HLS player in a real headless Chromium."""
+segments, both checked by the conformance validator, and the HLS player in a real headless
+Chromium."""
 
 from __future__ import annotations
 
@@ -18,6 +19,15 @@ from tests.conftest import ARTIFACTS_DIR
 from tests.e2e.client import ApiClient, ready_avatar_user
 from tests.media import make_face_video, make_speech_wav
 from tests.sessions_app.test_hls import Playlist, parse_m3u8
+from tests.sessions_app.test_hls_conformance import (
+    SegmentFacts,
+    check_media_playlist,
+    check_run,
+    check_segment,
+    check_variant,
+    parse_master_playlist,
+    parse_media_playlist,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -59,6 +69,7 @@ def _fetch_playlist(url: str) -> Playlist:
     response = requests.get(url, timeout=30)  # the token alone, like a player
     assert response.status_code == 200, response.text
     assert response.headers["Content-Type"] == "application/vnd.apple.mpegurl"
+    check_media_playlist(parse_media_playlist(response.text), response.text)
     playlist = parse_m3u8(response.text)
     assert len(playlist.segments) >= 6
     assert sum(e.duration for e in playlist.segments) >= 3 * playlist.target
@@ -66,7 +77,8 @@ def _fetch_playlist(url: str) -> Playlist:
     return playlist
 
 
-def _check_segment(base_url: str, uri: str, duration: float) -> None:
+def _check_segment(base_url: str, uri: str, duration: float) -> tuple[SegmentFacts, int]:
+    """The segment's facts (it passed the validator) and its size in bytes."""
     response = requests.get(base_url + uri, timeout=30)
     assert response.status_code == 200, (uri, response.text)
     assert response.headers["Content-Type"] == "video/mp2t"
@@ -74,6 +86,7 @@ def _check_segment(base_url: str, uri: str, duration: float) -> None:
     assert decoded.codecs == {"video": "h264", "audio": "aac"}
     assert decoded.frames == round(duration * FPS)
     assert decoded.seconds == pytest.approx(duration, abs=0.002)
+    return check_segment(response.content, duration), len(response.content)
 
 
 class Observer:
@@ -83,7 +96,7 @@ class Observer:
         self.base_url, self.url = base_url, url
         self.kinds: dict[int, str] = {}
         self.tagged: dict[int, bool] = {}  # a discontinuity precedes it
-        self.checked: set[int] = set()
+        self.checked: dict[int, tuple[SegmentFacts, int, float]] = {}  # facts, bytes, EXTINF
         self.sequences: list[tuple[int, int]] = []
 
     def poll(self) -> Playlist:
@@ -97,9 +110,16 @@ class Observer:
                 self.tagged[first + offset] = entry.discontinuity
             if kind == "live" and first + offset not in self.checked:
                 # Fetched as soon as seen: a live segment leaves the window in seconds.
-                _check_segment(self.base_url, entry.uri, entry.duration)
-                self.checked.add(first + offset)
+                facts, size = _check_segment(self.base_url, entry.uri, entry.duration)
+                self.checked[first + offset] = (facts, size, entry.duration)
         return playlist
+
+    def check_runs(self) -> None:
+        """Live segments in a row play as one stream (the validator's cross-segment rules)."""
+        for seq, (facts, _, _) in self.checked.items():
+            before = self.checked.get(seq - 1)
+            if before is not None and not self.tagged.get(seq, True):
+                check_run(before[0], facts, before[2])
 
     def live_then_idle(self, count: int) -> bool:
         live = [seq for seq, kind in self.kinds.items() if kind == "live"]
@@ -112,13 +132,19 @@ def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
     client = _ready_user(live_stack, media_dir, "hls-user")
     session_id, token = _session(client)
     url = client.url(f"/hls/{session_id}/playlist.m3u8?token={token}")
+    master = requests.get(client.url(f"/hls/{session_id}/master.m3u8?token={token}"), timeout=30)
+    assert master.status_code == 200 and master.headers["Content-Encoding"] == "gzip"
+    variant, uri = parse_master_playlist(master.text)
+    assert client.url(uri) == url
 
     idle = _fetch_playlist(url)
     assert {e.uri.split("/")[-1].split("_")[0] for e in idle.segments} == {"idle"}
     assert not any(e.discontinuity for e in idle.segments)
+    measured = []
     for entry in idle.segments:
         assert entry.uri.startswith(f"/hls/{session_id}/idle_") and "token=" in entry.uri
-        _check_segment(live_stack.base_url, entry.uri, entry.duration)
+        facts, size = _check_segment(live_stack.base_url, entry.uri, entry.duration)
+        measured.append((facts, size, entry.duration))
     # The ping-pong loop of the 20-frame face video: 40 frames in two 0.8 s parts.
     assert {e.duration for e in idle.segments} == {0.8}
 
@@ -137,7 +163,9 @@ def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
         time.sleep(0.4)
 
     live = sorted(seq for seq, kind in observer.kinds.items() if kind == "live")
-    assert len(live) == 2 and observer.checked == set(live)  # 50 frames in 1 s chunks
+    assert len(live) == 2 and set(observer.checked) == set(live)  # 50 frames in 1 s chunks
+    observer.check_runs()
+    check_variant(variant, measured + list(observer.checked.values()), idle.target)
     seqs = sorted(observer.kinds)
     for previous, seq in zip(seqs, seqs[1:]):
         assert seq == previous + 1  # no gap in what a player saw
