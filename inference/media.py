@@ -363,6 +363,34 @@ class Mp4Writer:
         self._tmp.unlink(missing_ok=True)
 
 
+def write_audio_track(path: str | Path, samples: np.ndarray, *, seconds: float) -> Path:
+    """Write ``seconds`` of 16 kHz mono float32 ``samples`` (zero-padded if short) as one
+    continuous AAC track in an MP4 (atomically), the way Mp4Writer encodes chunk audio.
+
+    Chunks are encoded one by one; a stream that re-cuts the audio at chunk boundaries (an
+    HLS segmenter, which has no edit lists) takes its audio from this track instead, so its
+    AAC frames follow each other without gap or overlap across the boundaries.
+    """
+    path = Path(path)
+    count = round(seconds * AUDIO_INPUT_RATE)
+    audio = np.zeros(count, dtype=np.float32)
+    audio[: min(count, len(samples))] = samples[:count]
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+    try:
+        with av.open(str(tmp), mode="w", format="mp4") as container:
+            stream = container.add_stream("aac", rate=AUDIO_OUTPUT_RATE, layout="mono")
+            frame = av.AudioFrame.from_ndarray(audio[None, :], format="flt", layout="mono")
+            frame.sample_rate = AUDIO_INPUT_RATE
+            frame.pts = 0  # timestamps: the muxer writes the edit list for the priming
+            frame.time_base = Fraction(1, AUDIO_INPUT_RATE)
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                container.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def write_mp4(
     path: str | Path,
     frames: list[np.ndarray],

@@ -51,7 +51,7 @@ from inference.cache import AvatarCache
 from inference.config import EngineConfig, GenerateConfig, PrepareConfig
 from inference.errors import InferenceError
 from inference.faces import FaceBackend, select_backend
-from inference.media import Mp4Writer
+from inference.media import Mp4Writer, write_audio_track
 from inference.models import MuseTalkModels, load_models, predict_latents
 from inference.preparation import prepare_avatar as _prepare_avatar
 from inference.vae import decode_latents
@@ -417,11 +417,15 @@ class Engine:
         config: GenerateConfig,
         cancelled: Cancelled | None = None,
         name: str = "chunk_{:04d}.mp4",
+        audio_track: str | None = None,
     ) -> Iterator[Chunk]:
         """Encode ``config.chunk_seconds`` chunks as their frames are blended; yield each one.
 
         Chunk k holds frames [k*F, (k+1)*F) with F = round(chunk_seconds * fps) and the
-        matching audio samples, so the chunks play back to back with no gap.
+        matching audio samples, so the chunks play back to back with no gap. With
+        ``audio_track`` (a file name), the utterance's whole audio is also written to
+        ``out_dir`` as one continuous AAC track before the first chunk (see
+        :func:`inference.media.write_audio_track`).
         """
         if config.chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be > 0, got {config.chunk_seconds}")
@@ -432,6 +436,16 @@ class Engine:
         total_chunks = -(-total // per_chunk)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
+        # The track is encoded next to the model (~15 ms per second of audio) and is ready
+        # before the first chunk is announced.
+        track_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-track")
+        track = (
+            track_writer.submit(
+                write_audio_track, out_dir / audio_track, samples, seconds=total / config.fps
+            )
+            if audio_track
+            else None
+        )
         frames = self.generate(avatar_dir, samples, config=config, cancelled=cancelled)
         try:
             for index in range(total_chunks):
@@ -440,9 +454,13 @@ class Engine:
                 path = out_dir / name.format(index + 1)
                 if not self._write_chunk(path, frames, count, samples, first, config, avatar):
                     return
+                if track is not None:
+                    track.result()
+                    track = None
                 yield Chunk(index, path, first, count, count / config.fps, total_chunks)
         finally:
             frames.close()
+            track_writer.shutdown(wait=True)
 
     def _write_chunk(
         self,

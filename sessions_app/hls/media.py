@@ -7,6 +7,7 @@ import math
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -67,35 +68,70 @@ def _idle_part(
     return Clip(source=str(path.relative_to(relative_to)), duration=round(size / fps, 6))
 
 
-def segment_ts(source: Path, *, start: float, duration: float) -> bytes:
+def segment_ts(
+    source: Path, *, start: float, duration: float, audio: tuple[Path, float] | None = None
+) -> bytes:
     """Remux one H.264 + AAC clip into an MPEG-TS segment at media time ``start``.
 
     MPEG-TS has no edit list, so the audio is cut to the whole AAC frames within the video
     ``[0, duration)``: the encoder's priming and the real audio that a chunk carries around
     its edges (hidden by the MP4 edit list) would otherwise overlap the neighbouring
     segments. Timestamps then only move forward from segment to segment (Apple's authoring
-    spec 7.2), with a gap under one AAC frame, and audio starts with the video.
+    spec 7.2), and audio starts with the video.
+
+    ``audio`` is ``(track, offset)``: take the audio instead from the AAC frames of a
+    continuous ``track`` that start within ``[offset, offset + duration)`` seconds. The
+    segments of one utterance then carry consecutive frames of one encoding: no gap, no
+    overlap and no seam in the decoded sound (a clip cut on its own leaves a gap of up to
+    one AAC frame).
     """
     buffer = io.BytesIO()
-    offset = MEDIA_BASE_SECONDS + start
-    with (
-        av.open(str(source)) as clip,
-        av.open(buffer, "w", format="mpegts", options=TS_OPTIONS) as ts,
-    ):
-        picked = [*clip.streams.video[:1], *clip.streams.audio[:1]]
-        streams = {s.index: ts.add_stream_from_template(s) for s in picked}
-        for packet in clip.demux(*picked):
-            if packet.dts is None or packet.pts is None:
-                continue  # the demuxer's flush packet
-            if packet.stream.type == "audio" and not _within(packet, duration):
-                continue
-            base = packet.time_base
-            shift = round(offset * base.denominator / base.numerator)
-            packet.pts += shift
-            packet.dts += shift
-            packet.stream = streams[packet.stream.index]
-            ts.mux(packet)
+    with av.open(buffer, "w", format="mpegts", options=TS_OPTIONS) as ts:
+        with av.open(str(source)) as clip:
+            video = clip.streams.video[:1]
+            own_audio = [] if audio is not None else clip.streams.audio[:1]
+            streams = {s.index: ts.add_stream_from_template(s) for s in [*video, *own_audio]}
+            track = av.open(str(audio[0])) if audio is not None else None
+            try:
+                if track is not None:
+                    streams[-1] = ts.add_stream_from_template(track.streams.audio[0])
+                for packet in clip.demux(*video, *own_audio):
+                    if packet.pts is None:
+                        continue  # the demuxer's flush packet
+                    if packet.stream.type == "audio" and not _within(packet, duration):
+                        continue
+                    _mux_at(ts, packet, streams[packet.stream.index], start)
+                if track is not None and audio is not None:
+                    _mux_track(ts, track, streams[-1], start, duration, offset=audio[1])
+            finally:
+                if track is not None:
+                    track.close()
     return ts_continuity_pad(buffer.getvalue())
+
+
+def _mux_at(ts: Any, packet: av.Packet, stream: Any, start: float, offset: float = 0.0) -> None:
+    """Mux ``packet`` with its time ``offset`` moved to media time ``start``."""
+    if packet.dts is None or packet.pts is None:
+        return  # the demuxer's flush packet
+    base = packet.time_base
+    shift = round((MEDIA_BASE_SECONDS + start - offset) * base.denominator / base.numerator)
+    packet.pts += shift
+    packet.dts += shift
+    packet.stream = stream
+    ts.mux(packet)
+
+
+def _mux_track(
+    ts: Any, track: Any, stream: Any, start: float, duration: float, *, offset: float
+) -> None:
+    """The AAC frames of ``track`` that start within ``[offset, offset + duration)``."""
+    first, last = Fraction(offset), Fraction(offset) + Fraction(duration)
+    for packet in track.demux(track.streams.audio[0]):
+        if packet.pts is None:
+            continue
+        begin = packet.pts * packet.time_base
+        if first <= begin < last:
+            _mux_at(ts, packet, stream, start, offset)
 
 
 def _within(packet: av.Packet, duration: float) -> bool:

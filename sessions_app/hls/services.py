@@ -15,6 +15,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import time
 import uuid
@@ -34,6 +35,7 @@ from avatars.services.avatar import avatar_dir
 from musetalk_site.errors import ApplicationError
 from sessions_app.hls.media import idle_parts_encode, segment_ts, variant_measure
 from sessions_app.hls.timeline import (
+    LIVE,
     Clip,
     LiveRequest,
     Segment,
@@ -47,11 +49,13 @@ from sessions_app.hls.timeline import (
     timeline_segment,
 )
 from sessions_app.models import StreamRequest, StreamSession
+from sessions_app.services.session import AUDIO_TRACK
 from sessions_app.tokens import player_token_make, player_token_session_id
 
 logger = logging.getLogger(__name__)
 
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
+CHUNK_NAME = re.compile(r"^chunk_(\d{4,})\.mp4$")
 SEGMENT_CONTENT_TYPE = "video/mp2t"
 
 
@@ -223,11 +227,29 @@ def hls_segment(*, session: StreamSession, name: str) -> tuple[bytes, Segment]:
     if segment is None or source is None or not source.is_file():
         raise Http404("Segment not found.")
     try:
-        data = segment_ts(source, start=segment.start, duration=segment.duration)
+        data = segment_ts(
+            source,
+            start=segment.start,
+            duration=segment.duration,
+            audio=_utterance_audio(session, segment, source),
+        )
     except (OSError, av.FFmpegError) as exc:
         logger.info("could not remux %s: %s", source, exc)  # removed while we read it
         raise Http404("Segment not found.") from None
     return data, segment
+
+
+def _utterance_audio(
+    session: StreamSession, segment: Segment, source: Path
+) -> tuple[Path, float] | None:
+    """For a live segment: the utterance's continuous audio track and where the chunk
+    starts in it (chunk k of F frames starts at (k - 1) * F / fps), when the track exists."""
+    match = CHUNK_NAME.match(source.name)
+    track = source.with_name(AUDIO_TRACK)
+    if segment.kind != LIVE or match is None or not track.is_file():
+        return None
+    chunk_frames = max(1, round(session.chunk_duration * session.fps))
+    return track, (int(match.group(1)) - 1) * chunk_frames / session.fps
 
 
 def hls_player_config(*, session: StreamSession, token: str | None) -> dict[str, str]:

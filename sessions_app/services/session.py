@@ -24,6 +24,11 @@ from sessions_app.realtime import event_publish
 logger = logging.getLogger(__name__)
 
 
+# Beside the chunks: the utterance's whole audio as one continuous AAC track, for the HLS
+# segmenter (MPEG-TS has no edit lists to join separately encoded chunk audio cleanly).
+AUDIO_TRACK = "audio.m4a"
+
+
 def chunk_dir(request_id: str) -> Path:
     """Where the chunks of one utterance are written: MEDIA_ROOT/chunks/<request_id>/."""
     return Path(settings.MEDIA_ROOT) / "chunks" / request_id

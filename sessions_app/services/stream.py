@@ -18,6 +18,7 @@ from musetalk_site.worker import current_worker_id
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
 from sessions_app.services.session import (
+    AUDIO_TRACK,
     chunk_dir,
     media_file_delete,
     session_files_remove,
@@ -97,6 +98,7 @@ def _run_chunks(request: StreamRequest) -> tuple[int, int | None]:
         chunk_dir(request.request_id),
         config=config,
         cancelled=_stop_checker(request),
+        audio_track=AUDIO_TRACK,
     )
     emitted, total = 0, None
     with closing(chunks):

@@ -165,6 +165,10 @@ def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
     live = sorted(seq for seq, kind in observer.kinds.items() if kind == "live")
     assert len(live) == 2 and set(observer.checked) == set(live)  # 50 frames in 1 s chunks
     observer.check_runs()
+    # The utterance's audio runs on frame after frame from one live segment to the next
+    # (cut from its continuous track, not from each chunk: no gap, no overlap).
+    first, second = (observer.checked[seq][0].audio for seq in live)
+    assert second[0][0] == pytest.approx(first[-1][0] + first[-1][1], abs=2 / 90000)
     check_variant(variant, measured + list(observer.checked.values()), idle.target)
     seqs = sorted(observer.kinds)
     for previous, seq in zip(seqs, seqs[1:]):

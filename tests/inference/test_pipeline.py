@@ -361,6 +361,25 @@ def test_its_chunks_join_into_the_utterance_audio_without_clicks(
         assert len(tail) and np.abs(tail - after).max() < 0.05
 
 
+def test_it_writes_the_whole_utterance_audio_as_one_track_before_the_first_chunk(
+    engine: Engine, avatar_dir: Path, tmp_path: Path
+) -> None:
+    signal = tone(1.2)
+    config = GenerateConfig(batch_size=8, chunk_seconds=0.4)
+    chunks = engine.generate_chunks(
+        avatar_dir, signal, tmp_path, config=config, audio_track="audio.m4a"
+    )
+    next(chunks)
+    track, duration = decode_audio(tmp_path / "audio.m4a")  # already there
+    chunks.close()
+
+    assert duration == 1.2  # the video's length: 30 frames
+    reference = 0.5 * np.sin(2 * np.pi * 440 * np.arange(len(track)) / 48000)
+    # true throughout; the tone is cut at full amplitude at the end, which AAC smears over
+    # the last frames: not compared
+    assert np.abs(track[:-3072] - reference[:-3072]).max() < 0.05
+
+
 def test_it_refuses_chunks_without_a_chunk_length(
     engine: Engine, avatar_dir: Path, short_audio: np.ndarray, tmp_path: Path
 ) -> None:

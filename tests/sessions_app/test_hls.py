@@ -16,14 +16,15 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from avatars.services.avatar import avatar_dir
-from inference.media import Mp4Writer
+from inference.media import Mp4Writer, write_audio_track
 from sessions_app.hls import hls_session_dir
 from sessions_app.hls import timeline as tl
 from sessions_app.hls.timeline import Clip, LiveRequest, Timeline, timeline_extend, timeline_new
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
+from sessions_app.services.session import AUDIO_TRACK
 from sessions_app.tokens import player_token_make
 from tests.factories import StreamRequestFactory, StreamSessionFactory, UserFactory
-from tests.media import make_face_video
+from tests.media import make_face_video, tone
 
 IDLE = [Clip("hls/a/idle_000.mp4", 0.8), Clip("hls/a/idle_001.mp4", 0.8)]
 T0 = 1_000_000.0
@@ -397,3 +398,77 @@ def test_the_signed_in_owner_gets_a_page_with_a_fresh_player_token(session):
     browser.force_login(session.owner)
     page = browser.get(f"/hls/player/{session.session_id}").content.decode()
     assert f"/hls/{session.session_id}/master.m3u8?token=" in page
+
+
+def _utterance(session: StreamSession, request: StreamRequest, signal: np.ndarray) -> None:
+    """Chunks of 25 frames as the engine writes them (audio between its neighbours' audio)
+    and the utterance's continuous audio track beside them."""
+    total = len(signal) // 640
+    folder = Path(settings.MEDIA_ROOT) / "chunks" / request.request_id
+    folder.mkdir(parents=True, exist_ok=True)
+    write_audio_track(folder / AUDIO_TRACK, signal, seconds=total / 25)
+    for index, first in enumerate(range(0, total, 25)):
+        count = min(25, total - first)
+        start, end = first * 640, (first + count) * 640
+        name = f"chunks/{request.request_id}/chunk_{index + 1:04d}.mp4"
+        with Mp4Writer(
+            Path(settings.MEDIA_ROOT) / name,
+            fps=25,
+            width=64,
+            height=80,
+            audio=signal[start:end],
+            audio_context=(signal[:start], signal[end:]),
+        ) as writer:
+            for i in range(count):
+                writer.write(np.full((80, 64, 3), 40 + 5 * i, np.uint8))
+        StreamChunk.objects.create(request=request, index=index, file=name, duration=count / 25)
+
+
+def _live_audio(client, session: StreamSession) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """The live segments' AAC frames ((pts, samples) at 48 kHz) and their audio decoded
+    by one decoder, as a player reads consecutive segments without a discontinuity."""
+    playlist = parse_m3u8(_get(client, session, "playlist.m3u8").content.decode())
+    data = b"".join(client.get(e.uri).content for e in playlist.segments if "/live_" in e.uri)
+    with av.open(io.BytesIO(data), format="mpegts") as container:
+        stream = container.streams.audio[0]
+        packets = [p for p in container.demux(stream) if p.pts is not None]
+        frames = [(round(p.pts * p.time_base * 48000), 1024) for p in packets]
+        decoder = av.CodecContext.create("aac", "r")
+        pcm = [f.to_ndarray().reshape(-1) for p in packets for f in decoder.decode(p)]
+    return frames, np.concatenate(pcm)
+
+
+def test_live_segments_of_an_utterance_carry_one_continuous_audio_track(session):
+    client = APIClient()
+    _get(client, session, "playlist.m3u8")
+    request = StreamRequestFactory(session=session, status=StreamRequest.Status.STREAMING)
+    _utterance(session, request, tone(3.0))
+    StreamRequest.objects.filter(pk=request.pk).update(status=StreamRequest.Status.COMPLETED)
+
+    frames, pcm = _live_audio(client, session)
+    # AAC frames follow each other exactly across the segment boundaries: no gap, no overlap.
+    assert all(b[0] == a[0] + a[1] for a, b in zip(frames, frames[1:]))
+    assert sum(size for _, size in frames) >= 3 * 48000 - 1024
+    # ...and decode to the tone, as clean at the seams (1 s, 2 s) as anywhere else.
+    played = pcm[1024:]  # the decoder's first frame overlaps nothing
+    start = frames[1][0] - frames[0][0]  # the first frame starts the utterance
+    reference = 0.5 * np.sin(2 * np.pi * 440 * (np.arange(len(played)) + start) / 48000)
+    error = np.abs(played - reference)[: 3 * 48000 - start - 3072]
+    seams = [s - start for s in (48000, 96000)]
+    interior = max(error[s - 20000 : s - 4000].max() for s in seams)
+    assert max(error[s - 2048 : s + 2048].max() for s in seams) <= 1.5 * interior + 0.005
+    assert interior < 0.05
+
+
+def test_without_the_track_live_segments_cut_their_own_audio_with_a_gap(session):
+    client = APIClient()
+    _get(client, session, "playlist.m3u8")
+    request = StreamRequestFactory(session=session, status=StreamRequest.Status.STREAMING)
+    _utterance(session, request, tone(2.0))
+    (Path(settings.MEDIA_ROOT) / "chunks" / request.request_id / AUDIO_TRACK).unlink()
+    StreamRequest.objects.filter(pk=request.pk).update(status=StreamRequest.Status.COMPLETED)
+
+    frames, _ = _live_audio(client, session)
+    gaps = [b[0] - a[0] - a[1] for a, b in zip(frames, frames[1:])]
+    # Each chunk alone: whole frames inside [0, 1 s), so 48000 % 1024 samples are missing.
+    assert sorted(set(gaps)) == [0, 48000 % 1024]

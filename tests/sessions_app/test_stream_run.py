@@ -14,6 +14,7 @@ from inference.pipeline import Chunk
 from sessions_app import services
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import events_after
+from sessions_app.services.session import AUDIO_TRACK
 from tests.factories import StreamRequestFactory, StreamSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -22,11 +23,19 @@ pytestmark = pytest.mark.django_db(transaction=True)
 class FakeEngine:
     def __init__(self, total: int = 3, on_chunk: Callable[[int], None] | None = None) -> None:
         self.total, self.on_chunk, self.config = total, on_chunk, None
+        self.audio_track: str | None = None
 
     def generate_chunks(
-        self, avatar_dir: Any, audio: Any, out_dir: Path, *, config: Any, cancelled: Any
+        self,
+        avatar_dir: Any,
+        audio: Any,
+        out_dir: Path,
+        *,
+        config: Any,
+        cancelled: Any,
+        audio_track: str | None = None,
     ) -> Iterator[Chunk]:
-        self.config = config
+        self.config, self.audio_track = config, audio_track
         out_dir.mkdir(parents=True, exist_ok=True)
         for index in range(self.total):
             if cancelled():
@@ -62,6 +71,7 @@ def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server
     assert request.status == StreamRequest.Status.COMPLETED and request.total_chunks == 3
     assert request.first_chunk_at is not None and request.worker_id
     assert engine.config.chunk_seconds == 1.0 and engine.config.batch_size == 4
+    assert engine.audio_track == AUDIO_TRACK  # the HLS segmenter's continuous audio
     assert _names(request) == ["speaking_started", "chunk", "chunk", "chunk"] + [
         "complete",
         "speaking_ended",
