@@ -485,6 +485,7 @@ class Engine:
             crf=config.crf,
             tune="zerolatency",
             preset=LIVE_PRESET,
+            gop=2 * config.fps,  # a key frame at least every 2 s (Apple's HLS spec 1.13)
         ) as writer:
             for _ in range(count):
                 frame = next(frames, None)

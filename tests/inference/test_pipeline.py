@@ -380,6 +380,16 @@ def test_it_writes_the_whole_utterance_audio_as_one_track_before_the_first_chunk
     assert np.abs(track[:-3072] - reference[:-3072]).max() < 0.05
 
 
+def test_long_chunks_get_a_key_frame_every_two_seconds(
+    engine: Engine, avatar_dir: Path, tmp_path: Path
+) -> None:
+    config = GenerateConfig(batch_size=8, chunk_seconds=2.4)
+    [chunk] = list(engine.generate_chunks(avatar_dir, tone(2.4), tmp_path, config=config))
+    with av.open(str(chunk.path)) as container:
+        keys = [i for i, packet in enumerate(container.demux(video=0)) if packet.is_keyframe]
+    assert chunk.frame_count == 60 and keys == [0, 50]
+
+
 def test_it_refuses_chunks_without_a_chunk_length(
     engine: Engine, avatar_dir: Path, short_audio: np.ndarray, tmp_path: Path
 ) -> None:
