@@ -475,15 +475,19 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_results(out_dir: Path, name: str, summary: dict[str, Any], table: str) -> None:
+    """``<out_dir>/<name>-<device>.json`` and ``.md``; the table also goes to stdout."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / f"{name}-{summary['environment']['device'].split(':')[0]}"
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
+    stem.with_suffix(".md").write_text(table)
+    sys.stdout.write(table)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     summary = run(args)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    device = summary["environment"]["device"].split(":")[0]
-    (args.out_dir / f"engine-{device}.json").write_text(json.dumps(summary, indent=2) + "\n")
-    table = markdown(summary)
-    (args.out_dir / f"engine-{device}.md").write_text(table)
-    sys.stdout.write(table)
+    write_results(args.out_dir, "engine", summary, markdown(summary))
     return 0
 
 

@@ -19,7 +19,6 @@ output). Results go to ``bench/results/streams-<profile>-<device>.json`` and ``.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import threading
@@ -39,6 +38,7 @@ from bench.engine import (
     _log,
     _media,
     prepared_avatar,
+    write_results,
 )
 from inference.audio import SAMPLE_RATE, load_audio
 from inference.config import (
@@ -287,12 +287,7 @@ def markdown(summary: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     summary = run(args)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    device = summary["environment"]["device"].split(":")[0]
-    stem = args.out_dir / f"streams-{args.profile}-{device}"
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2) + "\n")
-    stem.with_suffix(".md").write_text(markdown(summary))
-    print(markdown(summary))
+    write_results(args.out_dir, f"streams-{args.profile}", summary, markdown(summary))
     return 0
 
 

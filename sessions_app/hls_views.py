@@ -18,6 +18,7 @@ from rest_framework.views import APIView
 
 from musetalk_site.errors import ApplicationError
 from sessions_app import hls, selectors
+from sessions_app.models import StreamSession
 from sessions_app.services import session_chunk_served
 
 TOKEN_PARAM = OpenApiParameter(
@@ -57,31 +58,16 @@ def _playlist_response(request: Request, text: str) -> HttpResponse:
     return response
 
 
-class HlsMasterPlaylistApi(APIView):
-    """``GET /hls/{id}/master.m3u8?token=``: the multivariant playlist players open."""
-
-    permission_classes = [AllowAny]  # the owner, or a player token of this session
-    content_negotiation_class = AnyAccept
-
-    @extend_schema(
-        parameters=[TOKEN_PARAM],
-        responses={(200, hls.PLAYLIST_CONTENT_TYPE): str},
-        tags=["hls"],
-    )
-    def get(self, request: Request, session_id: str) -> HttpResponse:
-        token = request.query_params.get("token")
-        session = selectors.session_get_for_access(
-            user=request.user, token=token, session_id=session_id
-        )
-        return _playlist_response(request, hls.hls_master_playlist(session=session, token=token))
-
-
-class HlsPlaylistApi(APIView):
-    """``GET /hls/{id}/playlist.m3u8?token=``: the session's live media playlist."""
+class _PlaylistApi(APIView):
+    """A playlist of one session, for its owner or a player token of that session."""
 
     permission_classes = [AllowAny]
     content_negotiation_class = AnyAccept
 
+    @staticmethod
+    def playlist(*, session: StreamSession, token: str | None) -> str:
+        raise NotImplementedError
+
     @extend_schema(
         parameters=[TOKEN_PARAM],
         responses={(200, hls.PLAYLIST_CONTENT_TYPE): str},
@@ -92,7 +78,19 @@ class HlsPlaylistApi(APIView):
         session = selectors.session_get_for_access(
             user=request.user, token=token, session_id=session_id
         )
-        return _playlist_response(request, hls.hls_playlist(session=session, token=token))
+        return _playlist_response(request, self.playlist(session=session, token=token))
+
+
+class HlsMasterPlaylistApi(_PlaylistApi):
+    """``GET /hls/{id}/master.m3u8?token=``: the multivariant playlist players open."""
+
+    playlist = staticmethod(hls.hls_master_playlist)
+
+
+class HlsPlaylistApi(_PlaylistApi):
+    """``GET /hls/{id}/playlist.m3u8?token=``: the session's live media playlist."""
+
+    playlist = staticmethod(hls.hls_playlist)
 
 
 class HlsSegmentApi(APIView):
