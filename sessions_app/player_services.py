@@ -32,7 +32,11 @@ from sessions_app.tokens import player_token_session_id
 logger = logging.getLogger(__name__)
 
 IDLE_VIDEO = "idle.mp4"
-FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
+# delay_moov writes the index once the first packets are in, so it keeps the audio's edit
+# list: the AAC priming frame (and any audio before the chunk) then sits before 0, where the
+# player's append window cuts it off, instead of playing first and making the chunk late.
+FRAGMENT_FLAGS = "frag_keyframe+empty_moov+default_base_moof+delay_moov"
+FRAGMENT_OPTIONS = {"movflags": FRAGMENT_FLAGS, "use_editlist": "1"}
 # A page opened this soon after an utterance finished still plays it (a fast GPU may
 # finish a short utterance before the WebView has loaded); older ones are history.
 REPLAY_RECENT_SECONDS = 10
@@ -49,6 +53,7 @@ class PlayerConfig:
     idle_url: str
     chunk_prefix: str
     start_after: int
+    fps: int  # chunk events give durations in ms; the player rounds them to whole frames
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +89,7 @@ def player_config(*, token: str | None, session_id: str) -> PlayerConfig:
         idle_url=f"/player/session/{session.session_id}/idle.mp4{query}",
         chunk_prefix="/player",
         start_after=player_start_event_id(session=session),
+        fps=session.fps,
     )
 
 
@@ -151,14 +157,26 @@ def chunk_fragment(*, path: Path) -> Path:
 
 
 def _remux_fragmented(source: Path, target: Path) -> None:
-    options = {"movflags": FRAGMENT_FLAGS}
-    with av.open(str(source)) as inp, av.open(str(target), "w", "mp4", options=options) as out:
+    with (
+        av.open(str(source)) as inp,
+        av.open(str(target), "w", "mp4", options=FRAGMENT_OPTIONS) as out,
+    ):
         streams = {stream.index: out.add_stream_from_template(stream) for stream in inp.streams}
         for packet in inp.demux():
             if packet.dts is None:  # the demuxer's end-of-stream flush packets
                 continue
+            _declare_whole_aac_frame(packet)
             packet.stream = streams[packet.stream.index]
             out.mux(packet)
+
+
+def _declare_whole_aac_frame(packet: Any) -> None:
+    """The chunk's last AAC frame is stored with the duration of the samples it covers, but
+    decoders put out the whole 1024: a browser plays the surplus past the chunk's end. Said
+    to be whole, it straddles the player's append window end, which trims it exactly."""
+    context = packet.stream.codec_context
+    if context.name == "aac" and packet.duration and packet.duration < context.frame_size:
+        packet.duration = context.frame_size
 
 
 def mp4_content_type(*, path: Path) -> str:

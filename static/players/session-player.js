@@ -6,7 +6,11 @@
  * (explicit timestampOffset). The avatar's idle loop plays underneath and shows whenever
  * no utterance does. The page's token is the only credential: it goes on every URL.
  *
- * window.musetalkPlayer exposes the state for tests and debugging.
+ * Each chunk is cut to its own slot on the media timeline with the append window, so its
+ * audio tiles with the next one sample by sample (see Utterance.place).
+ *
+ * window.musetalkPlayer exposes the state for tests and debugging; with ?debug_audio=1 it
+ * also records what the live <video> plays (see captureAudio).
  */
 "use strict";
 
@@ -29,6 +33,21 @@
   const FETCH_ATTEMPTS = 3;
   const RETRY_MIN_MS = 1000;
   const RETRY_MAX_MS = 15000;
+  // Timestamps become whole microseconds inside the browser; a frame ending a rounding step
+  // past the window would be dropped. 5 us is under a quarter of a sample at 48 kHz.
+  const WINDOW_END_SLACK_S = 5e-6;
+
+  const FPS = Number(config.fps) || 0;
+
+  /* A chunk's length on the media timeline: its event gives it in milliseconds, which at
+   * 30 fps is not a whole number of frames; rounded to whole frames, the window keeps the
+   * chunk's last frame and the offsets do not drift. */
+  function slotSeconds(duration) {
+    const seconds = Number(duration);
+    return FPS > 0 ? Math.max(1, Math.round(seconds * FPS)) / FPS : seconds;
+  }
+
+  const DEBUG_AUDIO = new URLSearchParams(window.location.search).get("debug_audio") === "1";
 
   const debug = {
     state: "connecting",
@@ -38,6 +57,7 @@
     events: [],
     chunksAppended: 0,
     ended: 0,
+    stalls: 0, // "waiting" while an utterance was on screen: the next chunk came too late
     errors: [],
     utterances: [],
   };
@@ -75,7 +95,7 @@
         const response = await fetch(url, { signal, cache: "no-store" });
         if (!response.ok) throw new Error(`chunk ${event.index}: HTTP ${response.status}`);
         const type = response.headers.get("Content-Type") || "video/mp4";
-        return { type, data: await response.arrayBuffer(), duration: Number(event.duration) };
+        return { type, data: await response.arrayBuffer(), duration: slotSeconds(event.duration) };
       } catch (error) {
         if (signal.aborted) throw error;
         lastError = error;
@@ -98,6 +118,7 @@
       this.nextIndex = 0; // the chunk to append next
       this.offset = 0; // where it starts on the media timeline, in seconds
       this.total = null;
+      this.appending = false; // from appendBuffer() until appended() has run
       this.stopped = false;
       this.aborter = new AbortController();
       this.mediaSource = null;
@@ -143,7 +164,9 @@
     pump() {
       const source = this.mediaSource;
       if (this.stopped || !source || source.readyState !== "open") return;
-      if (this.sourceBuffer && this.sourceBuffer.updating) return;
+      // Not sourceBuffer.updating: it turns false a moment before "updateend" runs
+      // appended(), and a pump() in between would append the same chunk twice.
+      if (this.appending) return;
       if (this.total === 0) {
         player.finished(this);
         return;
@@ -154,13 +177,27 @@
         return;
       }
       if (!this.sourceBuffer && !this.createBuffer(chunk.type)) return;
-      // Each chunk's own timestamps start at 0: shift it to the end of the previous one.
       try {
-        this.sourceBuffer.timestampOffset = this.offset;
+        this.place(chunk);
         this.sourceBuffer.appendBuffer(chunk.data);
+        this.appending = true;
       } catch (error) {
         player.fail(this, `chunk ${this.nextIndex} was refused: ${error.message || error}`);
       }
+    }
+
+    /* Each chunk's own timestamps start at 0: shift it to the end of the previous one and
+     * keep only its slot, [offset, offset + duration). Its AAC audio begins with the
+     * encoder's priming frame, which the chunk's edit list places just before the slot, and
+     * its last frame runs past the slot's end. The browser cuts audio frames at the window
+     * edges sample-exactly (a priming frame cut off whole still primes the decoder), so the
+     * chunks join with no gap, overlap or click. The window only moves forward within an
+     * utterance: set the end first, so that it stays above the start. */
+    place(chunk) {
+      const buffer = this.sourceBuffer;
+      buffer.appendWindowEnd = this.offset + chunk.duration + WINDOW_END_SLACK_S;
+      buffer.appendWindowStart = this.offset;
+      buffer.timestampOffset = this.offset;
     }
 
     createBuffer(type) {
@@ -179,6 +216,7 @@
     }
 
     appended() {
+      this.appending = false;
       if (this.stopped) return;
       const chunk = this.ready.get(this.nextIndex);
       this.ready.delete(this.nextIndex);
@@ -305,6 +343,7 @@
     render();
   });
   live.addEventListener("waiting", () => {
+    if (root.dataset.live === "on") debug.stalls += 1;
     live.dataset.waiting = "yes";
     render();
   });
@@ -401,7 +440,79 @@
   };
   debug.reconnect = () => feed.reconnect();
 
-  if (window.MediaSource) feed.open();
-  else recordError("Media Source Extensions are not available");
+  /* ---- ?debug_audio=1: record what the live <video> plays ----------------------------- */
+
+  /* Runs on the audio rendering thread: posts every rendered block of its input to the page
+   * and passes the sound on. A missing input counts as silence, so the recording keeps
+   * the audio clock's timing. */
+  const RECORDER_SOURCE = `
+    registerProcessor("musetalk-recorder", class extends AudioWorkletProcessor {
+      process(inputs, outputs) {
+        const input = inputs[0][0];
+        const output = outputs[0][0];
+        if (input) output.set(input);
+        this.port.postMessage(input ? input.slice(0) : new Float32Array(output.length));
+        return true;
+      }
+    });`;
+
+  /* Routes the live <video>'s sound through an AudioContext at the chunks' AAC rate
+   * (48 kHz: nothing is resampled on the way) into the recorder, then on to the speakers,
+   * so that a test can check the joins between chunks as they were heard. A muted element
+   * feeds silence into the graph, so this unmutes the live video. AudioWorklet needs a
+   * secure context (https, or a page on localhost). */
+  async function captureAudio() {
+    const context = new AudioContext({ sampleRate: 48000 });
+    const code = new Blob([RECORDER_SOURCE], { type: "text/javascript" });
+    await context.audioWorklet.addModule(URL.createObjectURL(code));
+    const recorder = new AudioWorkletNode(context, "musetalk-recorder", {
+      channelCount: 1, channelCountMode: "explicit", outputChannelCount: [1],
+    });
+    const blocks = [];
+    const capture = { sampleRate: context.sampleRate, frames: 0 };
+    recorder.port.onmessage = (message) => {
+      blocks.push(message.data);
+      capture.frames += message.data.length;
+    };
+    capture.base64 = () => floatsToBase64(blocks);
+    context.createMediaElementSource(live).connect(recorder);
+    recorder.connect(context.destination);
+    live.muted = false;
+    root.dataset.muted = "off";
+    debug.audio = capture;
+  }
+
+  /* The recorded samples as base64 float32 (little-endian, as in memory): compact and
+   * exact through WebDriver, unlike a JSON list of numbers. */
+  function floatsToBase64(blocks) {
+    const total = blocks.reduce((sum, block) => sum + block.length, 0);
+    const samples = new Float32Array(total);
+    let at = 0;
+    for (const block of blocks) {
+      samples.set(block, at);
+      at += block.length;
+    }
+    const bytes = new Uint8Array(samples.buffer);
+    let text = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      text += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    return btoa(text);
+  }
+
+  /* ---- start ------------------------------------------------------------------------- */
+
+  /* With ?debug_audio=1 the recorder is wired before the feed opens, so it hears the
+   * first chunk from its first sample. */
+  async function start() {
+    if (!window.MediaSource) {
+      recordError("Media Source Extensions are not available");
+      return;
+    }
+    if (DEBUG_AUDIO) await captureAudio().catch((error) => recordError(`audio capture: ${error}`));
+    feed.open();
+  }
+
+  start();
   render();
 })();

@@ -24,6 +24,7 @@ if (!p) return null;
 const live = document.querySelector("video.live"), idle = document.querySelector("video.idle");
 return {state: p.state, connected: p.connected, connections: p.connections,
         events: p.events, errors: p.errors, chunksAppended: p.chunksAppended, ended: p.ended,
+        stalls: p.stalls, audioFrames: p.audio ? p.audio.frames : null,
         utterances: p.utterances, idleError: p.idleError || null,
         live: document.getElementById("musetalk-player").dataset.live,
         idleTime: idle.currentTime, idlePaused: idle.paused, idleReady: idle.readyState,
@@ -44,7 +45,7 @@ def _ready_user(stack: Stack, media_dir: Path, username: str) -> ApiClient:
     return ready_avatar_user(stack.base_url, media_dir / "face.mp4", username)
 
 
-def _stream(client: ApiClient, session_id: str, audio: Path) -> str:
+def stream_audio(client: ApiClient, session_id: str, audio: Path) -> str:
     with audio.open("rb") as handle:
         response = client.post(
             f"/sessions/{session_id}/stream",
@@ -54,16 +55,16 @@ def _stream(client: ApiClient, session_id: str, audio: Path) -> str:
     return response.json()["request_id"]
 
 
-def _player(browser: Any) -> dict[str, Any]:
+def player_state(browser: Any) -> dict[str, Any]:
     return browser.execute_script(STATE) or {}
 
 
-def _until(browser: Any, check: Any, timeout: float) -> dict[str, Any]:
+def until_state(browser: Any, check: Any, timeout: float) -> dict[str, Any]:
     """Polls the page's player state until ``check(state)``; says what it saw if not."""
     seen: dict[str, Any] = {}
 
     def probe() -> bool:
-        seen.update(_player(browser))
+        seen.update(player_state(browser))
         return bool(seen) and check(seen)
 
     try:
@@ -80,20 +81,20 @@ def test_the_player_plays_every_chunk_back_to_back_then_returns_to_the_idle_loop
     created = client.post("/sessions/create?avatar_id=host&chunk_duration=1").json()
     session_id = created["session_id"]
     browser.get(live_stack.base_url + created["player_url"])
-    idle = _until(browser, lambda s: s["connected"] and s["idleReady"] >= 2, timeout=30)
+    idle = until_state(browser, lambda s: s["connected"] and s["idleReady"] >= 2, timeout=30)
     assert idle["state"] == "idle" and idle["live"] == "off" and idle["idleError"] is None
-    _until(browser, lambda s: not s["idlePaused"] and s["idleTime"] > 0, timeout=10)
+    until_state(browser, lambda s: not s["idlePaused"] and s["idleTime"] > 0, timeout=10)
 
-    request_id = _stream(client, session_id, media_dir / "speech.wav")
+    request_id = stream_audio(client, session_id, media_dir / "speech.wav")
 
     # Live on screen after the first chunk; then drop the feed: the player resumes after
     # the last event it had, and no chunk comes twice.
-    speaking = _until(browser, lambda s: s["live"] == "on", timeout=240)
+    speaking = until_state(browser, lambda s: s["live"] == "on", timeout=240)
     assert speaking["state"] in {"speaking", "buffering"}
     browser.save_screenshot(str(ARTIFACTS_DIR / "player.png"))
     browser.execute_script("window.musetalkPlayer.reconnect()")
 
-    done = _until(browser, lambda s: s["ended"] >= 1 or s["errors"], timeout=300)
+    done = until_state(browser, lambda s: s["ended"] >= 1 or s["errors"], timeout=300)
     assert done["errors"] == []
     [utterance] = done["utterances"]
     assert utterance["requestId"] == request_id
@@ -108,9 +109,9 @@ def test_the_player_plays_every_chunk_back_to_back_then_returns_to_the_idle_loop
     assert done["events"].count("chunk") == 3
     assert done["events"][-2:] == ["complete", "speaking_ended"]
 
-    back = _until(browser, lambda s: s["state"] == "idle" and not s["idlePaused"], timeout=10)
+    back = until_state(browser, lambda s: s["state"] == "idle" and not s["idlePaused"], timeout=10)
     assert back["live"] == "off"
-    later = _until(browser, lambda s: s["idleTime"] != back["idleTime"], timeout=5)
+    later = until_state(browser, lambda s: s["idleTime"] != back["idleTime"], timeout=5)
     assert later["errors"] == []
     browser.save_screenshot(str(ARTIFACTS_DIR / "player-idle.png"))
     severe = [entry for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
@@ -124,17 +125,17 @@ def test_the_mobile_player_drops_an_interrupted_utterance_for_the_idle_loop(
     created = client.post("/sessions/create?avatar_id=host&chunk_duration=0.4").json()
     session_id, token = created["session_id"], created["player_url"].split("?token=")[1]
     browser.get(f"{live_stack.base_url}/player/mobile?session_id={session_id}&token={token}")
-    _until(browser, lambda s: s["state"] == "idle" and not s["idlePaused"], timeout=30)
+    until_state(browser, lambda s: s["state"] == "idle" and not s["idlePaused"], timeout=30)
 
-    request_id = _stream(client, session_id, media_dir / "long.wav")
-    _until(browser, lambda s: s["live"] == "on", timeout=240)
+    request_id = stream_audio(client, session_id, media_dir / "long.wav")
+    until_state(browser, lambda s: s["live"] == "on", timeout=240)
     stopped = client.post(f"/sessions/{session_id}/interrupt").json()
     assert stopped["interrupted"] == [request_id]
 
-    back = _until(browser, lambda s: s["live"] == "off" and s["state"] == "idle", timeout=30)
+    back = until_state(browser, lambda s: s["live"] == "off" and s["state"] == "idle", timeout=30)
     assert "interrupted" in back["events"] and back["errors"] == []
     [utterance] = back["utterances"]
     assert utterance["ended"] is False and back["ended"] == 0
     assert 1 <= utterance["chunksAppended"] < 15  # 6 s in 0.4 s chunks
-    later = _until(browser, lambda s: s["idleTime"] != back["idleTime"], timeout=5)
+    later = until_state(browser, lambda s: s["idleTime"] != back["idleTime"], timeout=5)
     assert not later["idlePaused"]

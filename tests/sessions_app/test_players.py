@@ -88,6 +88,7 @@ def test_the_session_player_wires_in_its_token_and_feed(client: Client, session,
         "idle_url": f"/player/session/{sid}/idle.mp4?token={token}",
         "chunk_prefix": "/player",
         "start_after": 0,
+        "fps": session.fps,
     }
     html = response.content.decode()
     assert "players/session-player.js" in html and "Tap to unmute" in html
