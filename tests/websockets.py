@@ -19,6 +19,11 @@ def other_user_token() -> str:
 
 
 async def ws_connect(path: str) -> tuple[WebsocketCommunicator, bool, int | None]:
+    """Connect as a client would. A refused client goes away at once, as a browser's socket
+    does: the consumer gets its disconnect and stops, instead of being left waiting on the
+    channel layer until the test's event loop cancels it."""
     communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
     connected, code = await communicator.connect()
+    if not connected:
+        await communicator.disconnect()
     return communicator, connected, code
