@@ -51,6 +51,16 @@ def _session(client: ApiClient) -> tuple[str, str]:
     return created["session_id"], created["player_url"].split("?token=")[1]
 
 
+def _stream_utterance(client: ApiClient, session_id: str, media_dir: Path) -> None:
+    with (media_dir / "speech.wav").open("rb") as handle:
+        started = client.post(
+            f"/sessions/{session_id}/stream",
+            data={"batch_size": 4},
+            files={"audio_file": ("speech.wav", handle, "audio/wav")},
+        )
+    assert started.status_code == 200, started.text
+
+
 @dataclass
 class Decoded:
     frames: int
@@ -148,13 +158,7 @@ def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
     # The ping-pong loop of the 20-frame face video: 40 frames in two 0.8 s parts.
     assert {e.duration for e in idle.segments} == {0.8}
 
-    with (media_dir / "speech.wav").open("rb") as handle:
-        started = client.post(
-            f"/sessions/{session_id}/stream",
-            data={"batch_size": 4},
-            files={"audio_file": ("speech.wav", handle, "audio/wav")},
-        )
-    assert started.status_code == 200, started.text
+    _stream_utterance(client, session_id, media_dir)
     observer = Observer(live_stack.base_url, url)
     deadline = time.monotonic() + 300
     while not observer.live_then_idle(2):
@@ -213,13 +217,7 @@ def test_the_hls_player_plays_idle_then_an_utterance_with_hls_js_in_chromium(
     button = browser.find_element("css selector", ".unmute")
     assert button.is_displayed() and "unmute" in button.text.lower()
 
-    with (media_dir / "speech.wav").open("rb") as handle:
-        started = client.post(
-            f"/sessions/{session_id}/stream",
-            data={"batch_size": 4},
-            files={"audio_file": ("speech.wav", handle, "audio/wav")},
-        )
-    assert started.status_code == 200, started.text
+    _stream_utterance(client, session_id, media_dir)
 
     def live_then_idle(state: dict) -> bool:
         played = [name.rsplit("/", 1)[-1].split("_")[0] for name in state["played"]]

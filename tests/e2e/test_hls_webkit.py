@@ -30,7 +30,13 @@ from selenium.webdriver.webkitgtk.service import Service
 from musetalk_site.stack import Stack
 from tests.conftest import ARTIFACTS_DIR
 from tests.e2e.client import ApiClient
-from tests.e2e.test_hls import FPS, _fetch_playlist, _ready_user, _session
+from tests.e2e.test_hls import (
+    FPS,
+    _fetch_playlist,
+    _ready_user,
+    _session,
+    _stream_utterance,
+)
 from tests.e2e.test_hls import media_dir as media_dir  # a module fixture, shared
 
 pytestmark = [
@@ -175,16 +181,6 @@ class Watch:
         live = [seq for seq, kind in self.kinds.items() if kind == "live"]
         after = [seq for seq in self.kinds if live and seq > max(live)]
         return min(after) if after else None
-
-
-def _stream_utterance(client: ApiClient, session_id: str, media_dir: Path) -> None:
-    with (media_dir / "speech.wav").open("rb") as handle:
-        started = client.post(
-            f"/sessions/{session_id}/stream",
-            data={"batch_size": 4},
-            files={"audio_file": ("speech.wav", handle, "audio/wav")},
-        )
-    assert started.status_code == 200, started.text
 
 
 def _completed(client: ApiClient, session_id: str) -> bool:
