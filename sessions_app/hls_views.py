@@ -19,6 +19,7 @@ from rest_framework.views import APIView
 from musetalk_site.errors import ApplicationError
 from sessions_app import hls, selectors
 from sessions_app.models import StreamSession
+from sessions_app.players import player_error_page
 from sessions_app.services import session_chunk_served
 
 TOKEN_PARAM = OpenApiParameter(
@@ -127,21 +128,7 @@ def hls_player(request: HttpRequest, session_id: str) -> HttpResponse:
         )
         config = hls.hls_player_config(session=session, token=token)
     except PAGE_ERRORS as exc:
-        return _error_page(request, exc)
+        return player_error_page(request, exc)
     response = render(request, "players/hls.html", {"player": config})
     response["Cache-Control"] = "no-store"  # the page carries its token
-    return response
-
-
-def _error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
-    if isinstance(exc, Http404):
-        status, message = 404, "This session does not exist or has been removed."
-    elif getattr(exc, "status_code", None) == 410:
-        status, message = 410, "This session has ended."
-    elif getattr(exc, "extra", {}).get("token") == "expired":
-        status, message = 401, "This player link has expired. Ask the app for a new one."
-    else:
-        status, message = 401, "This player link is not valid."
-    response = render(request, "players/error.html", {"message": message}, status=status)
-    response["Cache-Control"] = "no-store"
     return response

@@ -35,16 +35,18 @@ def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpRe
             token=request.GET.get("token"), session_id=session_id
         )
     except PLAYER_ERRORS as exc:
-        return _error_page(request, exc)
+        return player_error_page(request, exc)
     response = render(request, template, {"player": config.to_dict()})
     response["Cache-Control"] = NO_STORE
     return response
 
 
-def _error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
-    """A plain page that says what to do and nothing about the session."""
+def player_error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """A plain page that says what to do and nothing about the session (every player)."""
     if isinstance(exc, Http404):
         status, message = 404, "This session does not exist or has been removed."
+    elif getattr(exc, "status_code", None) == 410:
+        status, message = 410, "This session has ended."
     elif getattr(exc, "extra", {}).get("token") == "expired":
         status, message = 401, "This player link has expired. Ask the app for a new one."
     else:
