@@ -436,16 +436,14 @@ class Engine:
         total_chunks = -(-total // per_chunk)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        # The track is encoded next to the model (~15 ms per second of audio) and is ready
-        # before the first chunk is announced.
-        track_writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audio-track")
-        track = (
-            track_writer.submit(
+        # The track is encoded in the engine's pool next to the model (~15 ms per second of
+        # audio, done before the first faces come to blend) and is ready before the first
+        # chunk is announced.
+        track: Future[Path] | None = None
+        if audio_track:
+            track = self._pool.submit(
                 write_audio_track, out_dir / audio_track, samples, seconds=total / config.fps
             )
-            if audio_track
-            else None
-        )
         frames = self.generate(avatar_dir, samples, config=config, cancelled=cancelled)
         try:
             for index in range(total_chunks):
@@ -460,7 +458,8 @@ class Engine:
                 yield Chunk(index, path, first, count, count / config.fps, total_chunks)
         finally:
             frames.close()
-            track_writer.shutdown(wait=True)
+            if track is not None:
+                track.cancel()  # stopped before the first chunk: not needed (writes are atomic)
 
     def _write_chunk(
         self,

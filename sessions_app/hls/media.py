@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Iterator
+from contextlib import ExitStack
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -86,33 +87,29 @@ def segment_ts(
     one AAC frame).
     """
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mpegts", options=TS_OPTIONS) as ts:
-        with av.open(str(source)) as clip:
-            video = clip.streams.video[:1]
-            own_audio = [] if audio is not None else clip.streams.audio[:1]
-            streams = {s.index: ts.add_stream_from_template(s) for s in [*video, *own_audio]}
-            track = av.open(str(audio[0])) if audio is not None else None
-            try:
-                if track is not None:
-                    streams[-1] = ts.add_stream_from_template(track.streams.audio[0])
-                for packet in clip.demux(*video, *own_audio):
-                    if packet.pts is None:
-                        continue  # the demuxer's flush packet
-                    if packet.stream.type == "audio" and not _within(packet, duration):
-                        continue
-                    _mux_at(ts, packet, streams[packet.stream.index], start)
-                if track is not None and audio is not None:
-                    _mux_track(ts, track, streams[-1], start, duration, offset=audio[1])
-            finally:
-                if track is not None:
-                    track.close()
+    with (
+        av.open(buffer, "w", format="mpegts", options=TS_OPTIONS) as ts,
+        av.open(str(source)) as clip,
+        ExitStack() as more,
+    ):
+        track = more.enter_context(av.open(str(audio[0]))) if audio is not None else None
+        video = clip.streams.video[:1]
+        own_audio = clip.streams.audio[:1] if track is None else []
+        streams = {s.index: ts.add_stream_from_template(s) for s in [*video, *own_audio]}
+        track_stream = ts.add_stream_from_template(track.streams.audio[0]) if track else None
+        for packet in clip.demux(*video, *own_audio):
+            if packet.pts is None or packet.dts is None:
+                continue  # the demuxer's flush packet
+            if packet.stream.type == "audio" and not _within(packet, duration):
+                continue
+            _mux_at(ts, packet, streams[packet.stream.index], start)
+        if track is not None and audio is not None:
+            _mux_track(ts, track, track_stream, start, duration, offset=audio[1])
     return ts_continuity_pad(buffer.getvalue())
 
 
 def _mux_at(ts: Any, packet: av.Packet, stream: Any, start: float, offset: float = 0.0) -> None:
     """Mux ``packet`` with its time ``offset`` moved to media time ``start``."""
-    if packet.dts is None or packet.pts is None:
-        return  # the demuxer's flush packet
     base = packet.time_base
     shift = round((MEDIA_BASE_SECONDS + start - offset) * base.denominator / base.numerator)
     packet.pts += shift
@@ -127,8 +124,8 @@ def _mux_track(
     """The AAC frames of ``track`` that start within ``[offset, offset + duration)``."""
     first, last = Fraction(offset), Fraction(offset) + Fraction(duration)
     for packet in track.demux(track.streams.audio[0]):
-        if packet.pts is None:
-            continue
+        if packet.pts is None or packet.dts is None:
+            continue  # the demuxer's flush packet
         begin = packet.pts * packet.time_base
         if first <= begin < last:
             _mux_at(ts, packet, stream, start, offset)
