@@ -30,6 +30,10 @@ LATENTS = "latents.safetensors"
 BOXES = "boxes.json"
 LANDMARKS = "landmarks.npy"
 IDLE_VIDEO = "idle.mp4"
+# Latents are stored as float32, as upstream's float32 path keeps them (32 KB a frame); the
+# engine casts them to its own dtype when it loads the avatar. Avatars prepared before this
+# stored float16 and say so in their manifest; they load the same way.
+LATENTS_DTYPE = torch.float32
 
 
 @dataclass(frozen=True)
@@ -46,7 +50,7 @@ class AvatarManifest:
     frame_height: int
     crop: dict[str, Any]
     vae_dtype: str
-    latents_dtype: str = "float16"
+    latents_dtype: str = "float16"  # what manifests without the key stored
     frames_without_face: int = 0
     idle_video: str | None = None
     source: dict[str, Any] = field(default_factory=dict)

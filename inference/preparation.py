@@ -5,7 +5,7 @@ On disk (``out_dir``), written atomically (built in a hidden sibling folder, the
     manifest.json          AvatarManifest (format_version, model, face backend, fps, sizes, ...)
     frames/%08d.png        the N upright source frames, lossless BGR PNG
     masks/%08d.png         N blurred blend masks (uint8, each the size of its mask box)
-    latents.safetensors    "latents": (N, 8, 32, 32) float16
+    latents.safetensors    "latents": (N, 8, 32, 32) float32 (avatars from before: float16)
     boxes.json             face_boxes and mask_boxes (N lists of [x1, y1, x2, y2]), detected flags
     landmarks.npy          (N, 68, 2) float32, in frame pixels
     idle.mp4               the ping-pong idle loop at config.fps (when config.idle_video)
@@ -48,6 +48,7 @@ from inference.avatar_store import (
     IDLE_VIDEO,
     LANDMARKS,
     LATENTS,
+    LATENTS_DTYPE,
     MANIFEST,
     AvatarManifest,
     PreparedAvatar,
@@ -324,6 +325,7 @@ def _manifest(
         frame_height=height,
         crop=crop,
         vae_dtype=str(vae.dtype).removeprefix("torch."),
+        latents_dtype=str(LATENTS_DTYPE).removeprefix("torch."),
         frames_without_face=prepared.detected.count(False),
         idle_video=IDLE_VIDEO if config.idle_video else None,
         source=prepared.source,
@@ -335,7 +337,8 @@ def _write_assets(
 ) -> None:
     write_images(folder / "frames", prepared.frames)
     write_images(folder / "masks", prepared.masks)
-    save_file({"latents": prepared.latents.to(torch.float16).contiguous()}, folder / LATENTS)
+    latents = prepared.latents.to(LATENTS_DTYPE).contiguous()
+    save_file({"latents": latents}, folder / LATENTS)
     boxes = {
         "face_boxes": [list(box) for box in prepared.face_boxes],
         "mask_boxes": [list(box) for box in prepared.mask_boxes],

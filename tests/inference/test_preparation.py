@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from diffusers import AutoencoderKL
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from inference.blending import crop_face
 from inference.config import PrepareConfig
@@ -69,14 +70,14 @@ def test_it_writes_a_complete_avatar(prepared: tuple) -> None:
     assert (manifest.fps, manifest.frame_count, manifest.cycle_length) == (25, 10, 20)
     assert (manifest.frame_width, manifest.frame_height) == (256, 320)
     assert manifest.crop["extra_margin"] == 10 and manifest.crop["parsing_mode"] == "jaw"
-    assert (manifest.vae_dtype, manifest.latents_dtype) == ("float32", "float16")
+    assert (manifest.vae_dtype, manifest.latents_dtype) == ("float32", "float32")
     assert manifest.frames_without_face == 0
     on_disk = json.loads((avatar_dir / "manifest.json").read_text())
     assert AvatarManifest.from_dict(on_disk) == manifest
     assert len(list((avatar_dir / "frames").glob("*.png"))) == 10
     assert len(list((avatar_dir / "masks").glob("*.png"))) == 10
     latents = load_file(avatar_dir / "latents.safetensors")["latents"]
-    assert latents.shape == (10, 8, 32, 32) and latents.dtype == torch.float16
+    assert latents.shape == (10, 8, 32, 32) and latents.dtype == torch.float32
     assert np.load(avatar_dir / "landmarks.npy").shape == (10, 68, 2)
     assert _leftovers(avatar_dir.parent) == []
 
@@ -95,7 +96,7 @@ def test_it_loads_what_it_prepared(prepared: tuple, tiny_vae: AutoencoderKL) -> 
         assert mask.shape == (y2 - y1, x2 - x1) and mask.dtype == np.uint8
         assert mask.max() == 255
     expected = encode_crops(tiny_vae, crop_face(source[3], avatar.face_boxes[3])[None])
-    torch.testing.assert_close(avatar.latents[3:4], expected, atol=2e-3, rtol=2e-3)
+    torch.testing.assert_close(avatar.latents[3:4], expected, atol=1e-5, rtol=1e-5)
     assert avatar.nbytes() > sum(frame.nbytes for frame in avatar.frames)
 
 
@@ -293,6 +294,25 @@ def test_it_replaces_an_existing_avatar(
     assert len(list((out / "frames").glob("*.png"))) == 3
     assert load_avatar(out, device="cpu", dtype=torch.float16).latents.shape[0] == 3
     assert _leftovers(out.parent) == []
+
+
+def test_it_still_loads_an_avatar_prepared_with_float16_latents(
+    prepared: tuple, tmp_path: Path
+) -> None:
+    _, avatar_dir, _, _ = prepared
+    old = tmp_path / "old"
+    shutil.copytree(avatar_dir, old)
+    latents = load_file(old / "latents.safetensors")["latents"].to(torch.float16)
+    save_file({"latents": latents}, old / "latents.safetensors")
+    data = json.loads((old / "manifest.json").read_text())
+    del data["latents_dtype"]  # the oldest manifests do not name it: they stored float16
+    (old / "manifest.json").write_text(json.dumps(data))
+
+    avatar = load_avatar(old, device="cpu", dtype=torch.float32)
+
+    assert avatar.manifest.latents_dtype == "float16"
+    assert avatar.latents.dtype == torch.float32
+    assert torch.equal(avatar.latents, latents.float())
 
 
 def test_it_refuses_an_avatar_of_another_format_version(prepared: tuple, tmp_path: Path) -> None:
