@@ -27,8 +27,7 @@ logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 SEGMENT_SAMPLES = 480000  # 30 s: the whisper context (spec §5.1)
-SAMPLES_PER_STEP = 320  # one whisper step every 20 ms: 50 steps per second
-STEPS_PER_SECOND = 50
+STEPS_PER_SECOND = 50  # one whisper step every 20 ms
 ENCODER_BATCH = 8  # 30 s segments per encoder call
 
 
@@ -86,8 +85,25 @@ def positional_encoding(d_model: int = 384, max_len: int = 5000) -> torch.Tensor
     return pe
 
 
+def steps_at(n_samples: int, per_second: int) -> int:
+    """floor(n / 16000 * per_second), evaluated in floating point exactly as upstream does.
+
+    The one rule for both counts cut from an utterance (spec §5.3, §5.4): its whisper steps
+    (``per_second`` = 50) and its video frames (``per_second`` = int(fps)). Rounding makes it one
+    less than the exact ``n * per_second // 16000`` for some lengths (9280 samples: 28 steps, not
+    29); upstream zeroes that step, so it is zero here too.
+    """
+    return math.floor(n_samples / SAMPLE_RATE * per_second)
+
+
+def whisper_step_count(n_samples: int) -> int:
+    """A = floor(n / 16000 * 50): the whisper steps kept for ``n_samples`` (spec §5.3)."""
+    return steps_at(n_samples, STEPS_PER_SECOND)
+
+
 def whisper_features(models: MuseTalkModels, samples: np.ndarray) -> torch.Tensor:
-    """samples (n,) float32 16 kHz -> features (A, 5, 384), A = n // 320, on the models' device.
+    """samples (n,) float32 16 kHz -> features (A, 5, 384) on the models' device, with
+    A = :func:`whisper_step_count` (n).
 
     The waveform is cut into 30 s segments, each zero-padded to 30 s and turned into an
     (80, 3000) log-mel; the encoder sees each segment on its own (spec §5.2, §5.3). The 5 hidden
@@ -101,7 +117,7 @@ def whisper_features(models: MuseTalkModels, samples: np.ndarray) -> torch.Tenso
     for start in range(0, len(segments), ENCODER_BATCH):
         parts.append(_encode_segments(models, segments[start : start + ENCODER_BATCH]))
     features = torch.cat(parts, dim=0)
-    return features[: len(samples) // SAMPLES_PER_STEP]
+    return features[: whisper_step_count(len(samples))]
 
 
 def _encode_segments(models: MuseTalkModels, segments: list[np.ndarray]) -> torch.Tensor:
@@ -122,7 +138,7 @@ def _encode_segments(models: MuseTalkModels, segments: list[np.ndarray]) -> torc
 
 def frame_count(n_samples: int, fps: float) -> int:
     """T = floor(n / 16000 * int(fps)), in upstream's float arithmetic (spec §5.4)."""
-    return math.floor(n_samples / SAMPLE_RATE * int(fps))
+    return steps_at(n_samples, int(fps))
 
 
 def window_features(
@@ -147,7 +163,8 @@ def window_features(
     pad = math.ceil(steps_per_frame)
     width = 2 * (left + right + 1)
     front = features.new_zeros((pad * left, *features.shape[1:]))
-    # upstream's P*3*R is short of a full window above ~43 fps; extra zeros change nothing else
+    # upstream's P*3*R is short of a full window from 50 fps on (P = 1: 6 steps for a window of
+    # 10), where it stops with an error; extra zeros change nothing else
     back = features.new_zeros((max(pad * 3 * right, width), *features.shape[1:]))
     padded = torch.cat([front, features, back], dim=0)
     starts = [math.floor(f * steps_per_frame) for f in range(frame_count(n_samples, fps))]

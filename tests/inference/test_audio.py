@@ -16,6 +16,7 @@ from inference.audio import (
     load_audio,
     positional_encoding,
     whisper_features,
+    whisper_step_count,
     window_features,
 )
 from inference.errors import MediaError
@@ -132,7 +133,7 @@ def test_it_builds_the_sinusoidal_positional_encoding() -> None:
     [(64000, 25, 100), (48123, 30, 90), (80000, 29.97, 145), (16000, 60, 60), (1600, 25, 2)],
 )
 def test_it_makes_one_window_per_video_frame(n_samples: int, fps: float, frames: int) -> None:
-    features = _coded_features(n_samples // 320)
+    features = _coded_features(whisper_step_count(n_samples))
     chunks = window_features(features, n_samples=n_samples, fps=fps)
     assert chunks.shape == (frames, 50, 384)
     assert frame_count(n_samples, fps) == frames
@@ -152,7 +153,7 @@ def test_it_takes_steps_2f_minus_4_to_2f_plus_5_at_25_fps() -> None:
 @pytest.mark.parametrize("fps", [24, 29.97, 30, 50, 60])
 def test_it_follows_the_spec_window_formula_at_other_rates(fps: float) -> None:
     n_samples = 3 * 16000 + 777
-    steps = n_samples // 320
+    steps = whisper_step_count(n_samples)
     chunks = window_features(_coded_features(steps), n_samples=n_samples, fps=fps)
     per_frame = 50 / int(fps)
     for frame in range(chunks.shape[0]):
@@ -172,7 +173,7 @@ def test_it_pads_very_short_audio_with_full_zero_windows() -> None:
 def test_it_encodes_whisper_features_per_20_ms(tiny_models: MuseTalkModels) -> None:
     samples = np.random.default_rng(0).standard_normal(16000 * 2 + 500).astype(np.float32) * 0.1
     features = whisper_features(tiny_models, samples)
-    assert features.shape == (len(samples) // 320, 5, 384)
+    assert features.shape == (whisper_step_count(len(samples)), 5, 384)
     assert not torch.equal(features[:, 0], features[:, 4])
 
 
@@ -207,3 +208,42 @@ def test_it_extracts_features_from_samples(tiny_models: MuseTalkModels) -> None:
     result = extract_audio_features(tiny_models, samples, fps=25)
     assert result.chunks.shape == (100, 50, 384) and result.frame_count == 100
     assert result.samples is not None and result.fps == 25
+
+
+def _noise(n_samples: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(n_samples).astype(np.float32) * 0.1
+
+
+def _upstream_steps(n_samples: np.ndarray) -> np.ndarray:
+    """Upstream's trim, ``math.floor((n / sr) * audio_fps)``, in float64 like Python's floats."""
+    return np.floor(n_samples / 16000 * 50).astype(np.int64)
+
+
+@pytest.mark.parametrize(("n_samples", "steps"), [(9280, 28), (18240, 56), (36160, 112)])
+def test_it_keeps_upstreams_step_count_where_float_rounding_drops_one(
+    tiny_models: MuseTalkModels, n_samples: int, steps: int
+) -> None:
+    assert n_samples // 320 == steps + 1  # the exact count is one more
+    assert whisper_step_count(n_samples) == steps
+    assert whisper_features(tiny_models, _noise(n_samples)).shape[0] == steps
+
+
+def test_its_step_count_follows_upstreams_formula_over_a_sweep_of_lengths() -> None:
+    lengths = np.arange(1, 5_000_000, dtype=np.int64)
+    upstream = _upstream_steps(lengths)
+    rounded_down = lengths[upstream != lengths // 320]
+    assert 500 < len(rounded_down) < 5000  # the sweep meets the lengths where the rules differ
+    sample = np.concatenate([rounded_down, lengths[::997], rounded_down + 1, rounded_down - 1])
+    for n in sample.tolist():
+        assert whisper_step_count(n) == _upstream_steps(np.array(n)), n
+        assert frame_count(n, 25) == math.floor(n / 16000 * 25), n
+
+
+def test_it_zeroes_the_tokens_upstream_zeroes_for_such_lengths(
+    tiny_models: MuseTalkModels,
+) -> None:
+    result = extract_audio_features(tiny_models, _noise(9280), fps=25)
+    assert result.frame_count == 14
+    last = result.chunks[13].reshape(10, 5, 384)  # steps 2*13-4 = 22 .. 31
+    assert (last[:6].abs().sum(dim=(1, 2)) > 0).all()  # steps 22..27: the audio's 28 steps
+    assert last[6:].abs().sum() == 0  # step 28 on: zero padding, as upstream
