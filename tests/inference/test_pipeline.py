@@ -14,6 +14,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
+import torch
 
 from inference.audio import load_audio
 from inference.blending import blend_face
@@ -240,6 +241,39 @@ def test_it_gives_the_same_frames_at_any_batch_size(
         diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
         assert diff.max() <= 1, f"frame {i} differs at batch {batch_size}"
         assert np.count_nonzero(diff) <= 20, f"frame {i} differs at batch {batch_size}"
+
+
+def _model_inputs(engine: Engine) -> tuple[dict[str, list[torch.Tensor]], Callable[[], None]]:
+    """Record what reaches each model's first layer; returns (records, remove hooks)."""
+    models = engine.models
+    entries = {
+        "whisper": models.whisper_encoder.conv1,
+        "vae encoder": models.vae.encoder.conv_in,
+        "unet": models.unet.conv_in,
+        "vae decoder": models.vae.decoder.conv_in,
+    }
+    seen: dict[str, list[torch.Tensor]] = {name: [] for name in entries}
+    hooks = [
+        layer.register_forward_pre_hook(lambda _m, args, name=name: seen[name].append(args[0]))
+        for name, layer in entries.items()
+    ]
+    return seen, lambda: [hook.remove() for hook in hooks]
+
+
+def test_every_model_gets_contiguous_inputs_in_preparation_and_generation(
+    engine: Engine, media: dict[str, Path], short_audio: np.ndarray, tmp_path: Path
+) -> None:
+    seen, remove = _model_inputs(engine)
+    try:
+        config = PrepareConfig(batch_size=2, max_frames=3, idle_video=False)
+        engine.prepare(media["video"], tmp_path / "layouts", config=config)
+        frames = engine.generate(tmp_path / "layouts", short_audio, config=GenerateConfig())
+        assert len(list(frames)) == SHORT
+    finally:
+        remove()
+    for name, inputs in seen.items():
+        assert inputs, f"{name} never ran"
+        assert all(x.is_contiguous() for x in inputs), (name, [x.stride() for x in inputs])
 
 
 def test_it_stops_when_cancelled_and_ends_its_model_thread(
