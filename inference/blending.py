@@ -179,7 +179,9 @@ def blend_mask(
     foreground = jaw_mask(
         class_map, mode=mode, left_cheek_width=left_cheek_width, right_cheek_width=right_cheek_width
     )
-    resized = np.asarray(Image.fromarray(foreground).resize((width, height), Image.BICUBIC))
+    resized = np.asarray(
+        Image.fromarray(foreground).resize((width, height), Image.Resampling.BICUBIC)
+    )
     mask = np.zeros((height, width), dtype=np.uint8)
     fx1, fy1, fx2, fy2 = _overlap((x1 - xs, y1 - ys, x2 - xs, y2 - ys), width, height)
     mask[fy1:fy2, fx1:fx2] = resized[fy1:fy2, fx1:fx2]

@@ -16,6 +16,35 @@ VAE_DIR = "sd-vae"
 WHISPER_DIR = "whisper"
 
 
+def _required_files() -> list[tuple[str, ...]]:
+    """Each entry lists alternatives (relative to MODELS_DIR); any one of them satisfies it."""
+    return [
+        (UNET_WEIGHTS,),
+        (UNET_CONFIG,),
+        (f"{VAE_DIR}/config.json",),
+        (
+            f"{VAE_DIR}/diffusion_pytorch_model.bin",
+            f"{VAE_DIR}/diffusion_pytorch_model.safetensors",
+        ),
+        (f"{WHISPER_DIR}/config.json",),
+        (f"{WHISPER_DIR}/pytorch_model.bin", f"{WHISPER_DIR}/model.safetensors"),
+        (f"{WHISPER_DIR}/preprocessor_config.json",),
+    ]
+
+
+def missing_weights(models_dir: Path) -> list[str]:
+    """The required ``musetalk-v15`` files absent from ``models_dir`` (empty when complete).
+
+    Only checks that the files exist, so it stays free of torch: the launcher calls it too.
+    """
+    missing: list[str] = []
+    for alternatives in _required_files():
+        if not any((models_dir / name).is_file() for name in alternatives):
+            extra = "".join(f" (or {Path(alt).name})" for alt in alternatives[1:])
+            missing.append(alternatives[0] + extra)
+    return missing
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """How the resident engine is built.

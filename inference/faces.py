@@ -16,6 +16,7 @@ Two kinds of backend are meant to exist:
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -133,6 +134,8 @@ class OfflineFaceBackend:
         """The cascades, loaded on first use: an engine that only generates never needs them
         (and an OpenCV build without the objdetect module can still generate)."""
         if not self._loaded:
+            import cv2.data  # the wheel's cascade folder; imported here to keep it lazy, as before
+
             root = Path(cv2.data.haarcascades)
             loaded = []
             for label in ("frontalface_default", "frontalface_alt2", "profileface"):
@@ -169,12 +172,16 @@ class OfflineFaceBackend:
         label: str, cascade: cv2.CascadeClassifier, gray: np.ndarray, min_side: int
     ) -> list[tuple[int, int, int, int]]:
         """(x, y, w, h) boxes; the profile cascade also runs mirrored for the other side."""
-        options = {"scaleFactor": 1.1, "minNeighbors": 5, "minSize": (min_side, min_side)}
-        found = cascade.detectMultiScale(gray, **options)
-        boxes = [(int(x), int(y), int(w), int(h)) for x, y, w, h in found]
+
+        def run(image: np.ndarray) -> Sequence[Sequence[int]]:
+            return cascade.detectMultiScale(
+                image, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side)
+            )
+
+        boxes = [(int(x), int(y), int(w), int(h)) for x, y, w, h in run(gray)]
         if label == "profileface":
             width = gray.shape[1]
-            for x, y, w, h in cascade.detectMultiScale(cv2.flip(gray, 1), **options):
+            for x, y, w, h in run(cv2.flip(gray, 1)):
                 boxes.append((int(width - x - w), int(y), int(w), int(h)))
         return boxes
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import av
 import cv2
@@ -280,7 +280,9 @@ class Mp4Writer:
         padded = cv2.copyMakeBorder(
             frame_bgr, 0, self.height % 2, 0, self.width % 2, cv2.BORDER_REPLICATE
         )
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(padded), format="bgr24")
+        # OpenCV types its result as any numeric array; a uint8 frame stays uint8
+        pixels = cast("np.ndarray[Any, np.dtype[np.uint8]]", np.ascontiguousarray(padded))
+        frame = av.VideoFrame.from_ndarray(pixels, format="bgr24")
         frame.pts = self.frames_written
         self._mux(self._video.encode(frame))
         self.frames_written += 1
@@ -302,6 +304,7 @@ class Mp4Writer:
         self._audio_sent = target
 
     def _encode_audio(self, samples: np.ndarray, pts: int, *, end: float | None = None) -> None:
+        assert self._audio_stream is not None  # callers only encode when there is an audio track
         frame = av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
         frame.sample_rate = AUDIO_INPUT_RATE
         # With timestamps the AAC encoder marks its 1024 priming samples (first packet at

@@ -11,10 +11,10 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
+from diffusers.models import AutoencoderKL, UNet2DConditionModel
 from transformers import WhisperConfig, WhisperFeatureExtractor
 from transformers.models.whisper.modeling_whisper import WhisperEncoder
 
@@ -27,6 +27,7 @@ from inference.config import (
     VAE_DIR,
     WHISPER_DIR,
     EngineConfig,
+    missing_weights,
 )
 from inference.errors import InferenceError, MissingWeightsError
 from inference.vae import full_vae_config, tiny_vae_config
@@ -92,32 +93,6 @@ def tiny_whisper_config() -> WhisperConfig:
     config.decoder_ffn_dim = 256
     config.decoder_layers = 1
     return config
-
-
-def _required_files() -> list[tuple[str, ...]]:
-    """Each entry lists alternatives (relative to MODELS_DIR); any one of them satisfies it."""
-    return [
-        (UNET_WEIGHTS,),
-        (UNET_CONFIG,),
-        (f"{VAE_DIR}/config.json",),
-        (
-            f"{VAE_DIR}/diffusion_pytorch_model.bin",
-            f"{VAE_DIR}/diffusion_pytorch_model.safetensors",
-        ),
-        (f"{WHISPER_DIR}/config.json",),
-        (f"{WHISPER_DIR}/pytorch_model.bin", f"{WHISPER_DIR}/model.safetensors"),
-        (f"{WHISPER_DIR}/preprocessor_config.json",),
-    ]
-
-
-def missing_weights(models_dir: Path) -> list[str]:
-    """The required ``musetalk-v15`` files absent from ``models_dir`` (empty when complete)."""
-    missing: list[str] = []
-    for alternatives in _required_files():
-        if not any((models_dir / name).is_file() for name in alternatives):
-            extra = "".join(f" (or {Path(alt).name})" for alt in alternatives[1:])
-            missing.append(alternatives[0] + extra)
-    return missing
 
 
 @dataclass
@@ -188,7 +163,8 @@ def _assemble(
     profile: str,
 ) -> MuseTalkModels:
     _check_compatible(unet, encoder)
-    for module in (unet, vae, encoder):
+    modules: tuple[torch.nn.Module, ...] = (unet, vae, encoder)
+    for module in modules:
         module.eval().requires_grad_(False).to(device=device)
         if next(module.parameters()).dtype != dtype:
             module.to(dtype=dtype)
@@ -210,7 +186,8 @@ def _assemble(
 
 def _check_compatible(unet: UNet2DConditionModel, encoder: WhisperEncoder) -> None:
     """Reject configs the UNet step cannot run (spec §3.1, §3.4) with a clear message."""
-    cfg = unet.config
+    # diffusers types ``config`` as a dict; it is a FrozenDict whose keys are also attributes
+    cfg = cast(Any, unet.config)
     problems: list[str] = []
     if cfg.in_channels != 8 or cfg.out_channels != 4:
         problems.append(f"UNet in/out channels {cfg.in_channels}/{cfg.out_channels}, expected 8/4")
@@ -356,8 +333,9 @@ def _unet_forward(
     if unet.mid_block is not None:
         sample = unet.mid_block(sample, emb, encoder_hidden_states=context)
     for index, block in enumerate(unet.up_blocks):
-        res = residuals[-len(block.resnets) :]
-        residuals = residuals[: -len(block.resnets)]
+        resnets = len(cast(torch.nn.ModuleList, block.resnets))
+        res = residuals[-resnets:]
+        residuals = residuals[:-resnets]
         is_last = index == len(unet.up_blocks) - 1
         size = residuals[-1].shape[2:] if odd_size and not is_last else None
         cross = getattr(block, "has_cross_attention", False)

@@ -22,7 +22,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ from inference.cache import AvatarCache
 from inference.config import EngineConfig, GenerateConfig, PrepareConfig
 from inference.errors import InferenceError
 from inference.faces import FaceBackend, select_backend
+from inference.layout import CHUNK_NAME
 from inference.media import Mp4Writer, write_audio_track
 from inference.models import MuseTalkModels, load_models, predict_latents
 from inference.preparation import prepare_avatar as _prepare_avatar
@@ -248,7 +249,7 @@ class Engine:
         config: GenerateConfig,
         cancelled: Cancelled | None = None,
         timings: dict[str, float] | None = None,
-    ) -> Iterator[np.ndarray]:
+    ) -> Generator[np.ndarray, None, None]:
         """Yield the T blended frames ``(H, W, 3)`` uint8 BGR, in order.
 
         ``audio`` is a file or float32 16 kHz mono samples. ``cancelled()`` is polled between
@@ -416,9 +417,9 @@ class Engine:
         *,
         config: GenerateConfig,
         cancelled: Cancelled | None = None,
-        name: str = "chunk_{:04d}.mp4",
+        name: str = CHUNK_NAME,
         audio_track: str | None = None,
-    ) -> Iterator[Chunk]:
+    ) -> Generator[Chunk, None, None]:
         """Encode ``config.chunk_seconds`` chunks as their frames are blended; yield each one.
 
         Chunk k holds frames [k*F, (k+1)*F) with F = round(chunk_seconds * fps) and the

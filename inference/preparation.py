@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import shutil
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -39,7 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers.models import AutoencoderKL
 from safetensors.torch import save_file
 
 from inference.avatar_store import (
@@ -69,6 +68,7 @@ from inference.blending import (
 from inference.config import PrepareConfig
 from inference.errors import MediaError, NoFaceError
 from inference.faces import FaceBackend, FaceDetection
+from inference.layout import staging_folder
 from inference.media import probe_video, read_video
 from inference.vae import encode_crops
 
@@ -375,7 +375,7 @@ def prepare_avatar(
     report = _ProgressReporter(progress)
     report(0, "reading video")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    staging = staging_folder(out_dir)
     try:
         prepared = _compute(video_path, vae, face_backend, config, report)
         manifest = _manifest(prepared, vae, face_backend, config, model_info)

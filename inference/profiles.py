@@ -7,8 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from inference.config import PROFILE_MUSETALK_V15, PROFILE_RANDOM_TINY, PROFILES
-from inference.errors import InferenceError
+from inference.config import (
+    PROFILE_MUSETALK_V15,
+    PROFILE_RANDOM_TINY,
+    PROFILES,
+    missing_weights,
+)
+from inference.errors import InferenceError, MissingWeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +36,14 @@ def resolve_profile(
 ) -> ResolvedProfile:
     """Turn ``MUSETALK_MODEL_PROFILE`` into the profile to load.
 
-    ``auto``: the real weights when present; otherwise try ``download`` once; when that
-    fails (offline), demo mode on ``random-tiny``. Explicit profiles are returned as they
-    are, so ``musetalk-v15`` with missing weights fails later with the list of paths.
+    ``auto``: the real weights when present; otherwise try ``download`` once (it raises
+    ``InferenceError`` when it cannot); when that fails (offline), demo mode on
+    ``random-tiny``. Explicit profiles are returned as they are, except that ``musetalk-v15``
+    with missing weights raises ``MissingWeightsError`` listing every missing file.
+    Checks files only: nothing here imports torch.
     """
-    from inference.models import missing_weights
-
     if requested != PROFILE_AUTO:
-        if requested not in PROFILES:
-            raise ValueError(f"unknown model profile {requested!r}")
-        return ResolvedProfile(requested, demo=False, reason="set explicitly")
+        return _explicit_profile(requested, models_dir)
     if not missing_weights(models_dir):
         return ResolvedProfile(PROFILE_MUSETALK_V15, demo=False, reason="weights found")
     if download is not None:
@@ -53,3 +56,13 @@ def resolve_profile(
                 return ResolvedProfile(PROFILE_MUSETALK_V15, demo=False, reason="downloaded")
     logger.warning("!!! %s (no MuseTalk weights in %s) !!!", DEMO_WARNING, models_dir)
     return ResolvedProfile(PROFILE_RANDOM_TINY, demo=True, reason=f"no weights in {models_dir}")
+
+
+def _explicit_profile(requested: str, models_dir: Path) -> ResolvedProfile:
+    if requested not in PROFILES:
+        raise ValueError(f"unknown model profile {requested!r}")
+    if requested == PROFILE_MUSETALK_V15:
+        missing = missing_weights(models_dir)
+        if missing:
+            raise MissingWeightsError(missing, str(models_dir))
+    return ResolvedProfile(requested, demo=False, reason="set explicitly")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers.models import AutoencoderKL
 
 CROP_SIZE = 256
 LATENT_SIZE = 32

@@ -185,9 +185,9 @@ class FaceParser:
     def preprocess(face_rgb: np.ndarray) -> torch.Tensor:
         """``(H, W, 3)`` uint8 RGB -> (1, 3, 512, 512) float32, PIL bilinear + ImageNet norm."""
         resized = Image.fromarray(np.ascontiguousarray(face_rgb)).resize(
-            (PARSE_SIZE, PARSE_SIZE), Image.BILINEAR
+            (PARSE_SIZE, PARSE_SIZE), Image.Resampling.BILINEAR
         )
-        pixels = np.asarray(resized, dtype=np.float32) / 255.0
+        pixels: np.ndarray = np.asarray(resized, dtype=np.float32) / 255.0
         pixels = (pixels - np.array(IMAGENET_MEAN, np.float32)) / np.array(IMAGENET_STD, np.float32)
         return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None]
 

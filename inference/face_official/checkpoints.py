@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 from torch import nn
@@ -18,6 +19,8 @@ from inference.errors import InferenceError
 logger = logging.getLogger(__name__)
 
 MAX_LISTED_KEYS = 5  # keys quoted in an error message; the rest are counted
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def _listed(keys: list[str]) -> str:
@@ -80,7 +83,7 @@ def check_keys(module: nn.Module, state: dict[str, torch.Tensor], path: Path, wh
         )
 
 
-def load_strict(module: nn.Module, path: Path, what: str) -> nn.Module:
+def load_strict(module: ModuleT, path: Path, what: str) -> ModuleT:
     """Load ``path`` into ``module`` with an exact key and shape match; returns the module."""
     state = read_state_dict(path, what)
     _fill_batch_counters(module, state)

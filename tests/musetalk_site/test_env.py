@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from musetalk_site.env import env_bool, env_choice, env_float, env_int, env_list, env_secret
+from musetalk_site.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_secret,
+    env_str,
+)
 
 
 @pytest.mark.parametrize(
@@ -38,6 +46,40 @@ def test_env_int_parses_and_checks_the_minimum(monkeypatch):
     monkeypatch.setenv("X_INT", "4.5")
     with pytest.raises(ImproperlyConfigured, match="X_INT must be an integer"):
         env_int("X_INT", 5)
+
+
+def test_env_int_checks_the_maximum(monkeypatch):
+    monkeypatch.setenv("X_INT", "70000")
+    with pytest.raises(ImproperlyConfigured, match="X_INT must be <= 65535, got 70000"):
+        env_int("X_INT", 8000, minimum=1, maximum=65535)
+    monkeypatch.setenv("X_INT", "65535")
+    assert env_int("X_INT", 8000, minimum=1, maximum=65535) == 65535
+
+
+def test_the_helpers_read_a_given_mapping_instead_of_the_process_environment(monkeypatch):
+    for name in ("X_STR", "X_FLAG", "X_INT", "X_FLOAT", "X_LIST", "X_PROFILE"):
+        monkeypatch.setenv(name, "from-os-environ")
+    environ = {
+        "X_STR": "given",
+        "X_FLAG": "yes",
+        "X_INT": "7",
+        "X_FLOAT": "0.5",
+        "X_LIST": "a,b",
+        "X_PROFILE": "random-tiny",
+    }
+    assert env_str("X_STR", environ=environ) == "given"
+    assert env_bool("X_FLAG", environ=environ) is True
+    assert env_int("X_INT", 1, environ=environ) == 7
+    assert env_float("X_FLOAT", 1.0, environ=environ) == 0.5
+    assert env_list("X_LIST", environ=environ) == ["a", "b"]
+    profile = env_choice("X_PROFILE", "auto", ("auto", "random-tiny"), environ=environ)
+    assert profile == "random-tiny"
+    assert env_int("X_INT", 3, environ={}) == 3  # unset in the mapping: the default
+
+
+def test_a_bad_value_in_a_given_mapping_names_the_variable_and_the_value():
+    with pytest.raises(ImproperlyConfigured, match="PORT must be an integer, got 'abc'"):
+        env_int("PORT", 8000, environ={"PORT": "abc"})
 
 
 def test_env_float_and_list(monkeypatch):
