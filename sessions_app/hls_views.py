@@ -3,40 +3,43 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from collections.abc import Iterable
 
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django.utils.text import compress_string
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import NotAuthenticated
+from drf_spectacular.utils import extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
+from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from musetalk_site.auth import TOKEN_PARAM
 from musetalk_site.errors import ApplicationError
 from sessions_app import hls, selectors
 from sessions_app.models import StreamSession
 from sessions_app.players import player_error_page
 from sessions_app.services import session_chunk_served
+from sessions_app.tokens import ACCESS_TOKEN_QUERY
 
-TOKEN_PARAM = OpenApiParameter(
-    "token", str, description="Player token from player_url (or an API token)", required=False
-)
-PAGE_ERRORS = (Http404, NotAuthenticated, ApplicationError)
 ACCEPTS_GZIP = re.compile(r"\bgzip\b")
 
 
 class AnyAccept(BaseContentNegotiation):
     """Media players send all sorts of Accept headers; these views answer one type."""
 
-    def select_parser(self, request: Request, parsers: list[Any]) -> Any:
-        return parsers[0] if parsers else None
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
 
-    def select_renderer(self, request: Request, renderers: list[Any], format_suffix: Any = None):
-        return renderers[0], renderers[0].media_type
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = list(renderers)[0]
+        return renderer, renderer.media_type
 
 
 def _hls_response(content: str | bytes, *, content_type: str, cache: str) -> HttpResponse:
@@ -65,17 +68,25 @@ class _PlaylistApi(APIView):
     permission_classes = [AllowAny]
     content_negotiation_class = AnyAccept
 
+    def handle_exception(self, exc: Exception) -> Response:
+        """A 503 (the idle parts are not built yet) says when to retry, to any origin."""
+        response = super().handle_exception(exc)
+        if isinstance(exc, ApplicationError) and "retry_after" in exc.extra:
+            response["Retry-After"] = str(exc.extra["retry_after"])
+            response["Access-Control-Allow-Origin"] = "*"
+        return response
+
     @staticmethod
     def playlist(*, session: StreamSession, token: str | None) -> str:
         raise NotImplementedError
 
     @extend_schema(
-        parameters=[TOKEN_PARAM],
+        parameters=[ACCESS_TOKEN_QUERY],
         responses={(200, hls.PLAYLIST_CONTENT_TYPE): str},
         tags=["hls"],
     )
     def get(self, request: Request, session_id: str) -> HttpResponse:
-        token = request.query_params.get("token")
+        token = request.query_params.get(TOKEN_PARAM)
         session = selectors.session_get_for_access(
             user=request.user, token=token, session_id=session_id
         )
@@ -101,13 +112,13 @@ class HlsSegmentApi(APIView):
     content_negotiation_class = AnyAccept
 
     @extend_schema(
-        parameters=[TOKEN_PARAM],
+        parameters=[ACCESS_TOKEN_QUERY],
         responses={(200, hls.SEGMENT_CONTENT_TYPE): bytes},
         tags=["hls"],
     )
     def get(self, request: Request, session_id: str, name: str) -> HttpResponse:
         session = selectors.session_get_for_access(
-            user=request.user, token=request.query_params.get("token"), session_id=session_id
+            user=request.user, token=request.query_params.get(TOKEN_PARAM), session_id=session_id
         )
         data, segment = hls.hls_segment(session=session, name=name)
         if segment.kind == hls.LIVE:
@@ -121,13 +132,13 @@ class HlsSegmentApi(APIView):
 def hls_player(request: HttpRequest, session_id: str) -> HttpResponse:
     """``GET /hls/player/{id}?token=``: the iOS (Safari / WKWebView) player. The owner,
     signed in, may open it without a token: the page then carries a fresh player token."""
-    token = request.GET.get("token")
+    token = request.GET.get(TOKEN_PARAM)
     try:
         session = selectors.session_get_for_access(
             user=request.user, token=token, session_id=session_id
         )
         config = hls.hls_player_config(session=session, token=token)
-    except PAGE_ERRORS as exc:
+    except Exception as exc:
         return player_error_page(request, exc)
     response = render(request, "players/hls.html", {"player": config})
     response["Cache-Control"] = "no-store"  # the page carries its token

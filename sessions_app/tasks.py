@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import dramatiq
 
-from sessions_app import services
+from sessions_app import hls, services
 
 STREAM_QUEUE = "stream"
+IDLE_QUEUE = "default"  # also served by the generation worker process
 
 
 @dramatiq.actor(queue_name=STREAM_QUEUE, max_retries=0, time_limit=2 * 60 * 60 * 1000)
 def session_stream(request_pk: int) -> None:
     """Generate one utterance of a session chunk by chunk, announcing each chunk."""
     services.stream_request_run(request_pk=request_pk)
+
+
+@dramatiq.actor(queue_name=IDLE_QUEUE, max_retries=0, time_limit=15 * 60 * 1000)
+def hls_idle_build(avatar_pk: int) -> None:
+    """Cut an avatar's idle loop into its HLS parts, unless they exist (idempotent)."""
+    hls.hls_idle_build_run(avatar_pk=avatar_pk)

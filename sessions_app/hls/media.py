@@ -110,6 +110,7 @@ def segment_ts(
 
 def _mux_at(ts: Any, packet: av.Packet, stream: Any, start: float, offset: float = 0.0) -> None:
     """Mux ``packet`` with its time ``offset`` moved to media time ``start``."""
+    assert packet.pts is not None and packet.dts is not None  # callers skip flush packets
     base = packet.time_base
     shift = round((MEDIA_BASE_SECONDS + start - offset) * base.denominator / base.numerator)
     packet.pts += shift
@@ -134,6 +135,7 @@ def _mux_track(
 def _within(packet: av.Packet, duration: float) -> bool:
     """Whether an AAC packet decodes inside ``[0, duration)`` seconds. It always decodes
     AAC_FRAME samples: a shorter MP4 duration is an edit, which MPEG-TS cannot carry."""
+    assert packet.pts is not None  # the caller skips the demuxer's flush packet
     begin = packet.pts * packet.time_base
     end = begin + Fraction(AAC_FRAME, packet.stream.codec_context.sample_rate)
     return begin >= 0 and end <= Fraction(duration)
@@ -150,6 +152,8 @@ def variant_measure(clips: list[tuple[Path, float]]) -> Variant:
         video = container.streams.video[0].codec_context
         audio = container.streams.audio[0].codec_context
         rate = container.streams.video[0].average_rate
+        # An MP4 always carries the avcC and the AAC AudioSpecificConfig as extradata.
+        assert video.extradata is not None and audio.extradata is not None
         return Variant(
             bandwidth=math.ceil(peak * PEAK_HEADROOM),
             average_bandwidth=math.ceil(average * AVERAGE_HEADROOM),

@@ -1,27 +1,22 @@
-"""HLS services: the session's timeline on disk, its playlist and segments, the idle cache.
+"""HLS services: the session's timeline on disk, its playlist and segments.
 
 On disk, under MEDIA_ROOT/hls/:
 
-    avatars/<owner_id>/<avatar_id>/<stamp>/idle_000.mp4 ...   the idle loop cut into ~1 s
-        parts (H.264 opening on a key frame + AAC silence), made once per idle.mp4
-    avatars/<owner_id>/<avatar_id>/<stamp>/variant.json     what the multivariant playlist
-        says of the stream, measured on those parts
-    sessions/<session_id>/timeline.json                     the segments published so far
+    avatars/<owner_id>/<avatar_id>/...      the idle parts, built by the worker (idle.py)
+    sessions/<session_id>/timeline.json     the segments published so far
+
+The playlists and segments only read the idle parts: before the worker has built them, a
+playlist answers 503 with Retry-After, which players retry.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from urllib.parse import quote
 
@@ -31,16 +26,16 @@ from django.http import Http404
 from django.utils import timezone
 
 from avatars.models import Avatar
-from avatars.services.avatar import avatar_dir
+from inference.layout import AUDIO_TRACK, chunk_number
 from musetalk_site.errors import ApplicationError
-from sessions_app.hls.media import idle_parts_encode, segment_ts, variant_measure
+from sessions_app.hls.idle import dir_locked, hls_idle_clips, hls_idle_home, hls_idle_variant
+from sessions_app.hls.media import segment_ts
 from sessions_app.hls.timeline import (
     LIVE,
     Clip,
     LiveRequest,
     Segment,
     Timeline,
-    Variant,
     master_render,
     playlist_render,
     target_duration,
@@ -49,13 +44,11 @@ from sessions_app.hls.timeline import (
     timeline_segment,
 )
 from sessions_app.models import StreamRequest, StreamSession
-from sessions_app.services.session import AUDIO_TRACK
 from sessions_app.tokens import player_token_make, player_token_session_id
 
 logger = logging.getLogger(__name__)
 
 PLAYLIST_CONTENT_TYPE = "application/vnd.apple.mpegurl"
-CHUNK_NAME = re.compile(r"^chunk_(\d{4,})\.mp4$")
 SEGMENT_CONTENT_TYPE = "video/mp2t"
 
 
@@ -74,58 +67,7 @@ def hls_session_files_remove(*, session_id: str) -> None:
 
 def hls_avatar_files_remove(*, avatar: Avatar) -> None:
     """Delete the cached idle segments of ``avatar`` (for the avatar delete service)."""
-    shutil.rmtree(hls_root() / avatar.storage_key, ignore_errors=True)
-
-
-@contextmanager
-def _locked(folder: Path) -> Iterator[None]:
-    """An exclusive lock on ``folder`` across threads and processes."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        yield
-
-
-def idle_clips_ensure(*, avatar: Avatar) -> list[Clip]:
-    """The idle parts of ``avatar``, encoded on first use (about a second per 100 frames)."""
-    source = avatar_dir(avatar) / "idle.mp4"
-    if not source.is_file():
-        raise Http404("This avatar has no idle video.")
-    stat = source.stat()
-    home = hls_root() / avatar.storage_key
-    folder = home / f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
-    with _locked(home):
-        if not (folder / "parts.json").is_file():
-            _idle_build(source, folder, home)
-    return [Clip(**clip) for clip in json.loads((folder / "parts.json").read_text())]
-
-
-def _idle_build(source: Path, folder: Path, home: Path) -> None:
-    for stale in home.iterdir():
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)  # an earlier idle.mp4 (re-prepared)
-    staging = home / f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
-    clips = idle_parts_encode(source, staging, relative_to=staging)
-    media_root = Path(settings.MEDIA_ROOT)
-    clips = [
-        Clip(str((folder / clip.source).relative_to(media_root)), clip.duration) for clip in clips
-    ]
-    (staging / "parts.json").write_text(json.dumps([asdict(clip) for clip in clips]))
-    os.rename(staging, folder)
-
-
-def idle_variant_ensure(*, avatar: Avatar) -> Variant:
-    """The variant of ``avatar``'s stream, measured on its idle parts on first use."""
-    clips = idle_clips_ensure(avatar=avatar)
-    media_root = Path(settings.MEDIA_ROOT)
-    folder = (media_root / clips[0].source).parent
-    path = folder / "variant.json"
-    with _locked(folder.parent):
-        if not path.is_file():
-            variant = variant_measure([(media_root / c.source, c.duration) for c in clips])
-            path.write_text(json.dumps(asdict(variant)))
-    return Variant(**json.loads(path.read_text()))
+    shutil.rmtree(hls_idle_home(avatar), ignore_errors=True)
 
 
 def hls_session_check_open(*, session: StreamSession) -> None:
@@ -180,10 +122,11 @@ def _timeline_save(session: StreamSession, timeline: Timeline) -> None:
 
 
 def hls_timeline_update(*, session: StreamSession, now: float | None = None) -> Timeline:
-    """Bring the session's timeline up to ``now`` (epoch seconds) and store it."""
+    """Bring the session's timeline up to ``now`` (epoch seconds) and store it; 503 until
+    the worker has built the avatar's idle parts."""
     now = time.time() if now is None else now
-    idle = idle_clips_ensure(avatar=session.avatar)
-    with _locked(hls_session_dir(session.session_id)):
+    idle = hls_idle_clips(avatar=session.avatar)
+    with dir_locked(hls_session_dir(session.session_id)):
         timeline = _timeline_load(session)
         if timeline is None:
             target = _session_target(session, idle)
@@ -213,7 +156,7 @@ def hls_playlist(*, session: StreamSession, token: str | None) -> str:
 def hls_master_playlist(*, session: StreamSession, token: str | None) -> str:
     """The session's multivariant playlist: its one variant is the live playlist."""
     hls_session_check_open(session=session)
-    variant = idle_variant_ensure(avatar=session.avatar)
+    variant = hls_idle_variant(avatar=session.avatar)
     uri = f"/hls/{session.session_id}/playlist.m3u8{_token_query(token)}"
     return master_render(variant, uri=uri)
 
@@ -244,23 +187,22 @@ def _utterance_audio(
 ) -> tuple[Path, float] | None:
     """For a live segment: the utterance's continuous audio track and where the chunk
     starts in it (chunk k of F frames starts at (k - 1) * F / fps), when the track exists."""
-    match = CHUNK_NAME.match(source.name)
+    number = chunk_number(source.name)
     track = source.with_name(AUDIO_TRACK)
-    if segment.kind != LIVE or match is None or not track.is_file():
+    if segment.kind != LIVE or number is None or not track.is_file():
         return None
     chunk_frames = max(1, round(session.chunk_duration * session.fps))
-    return track, (int(match.group(1)) - 1) * chunk_frames / session.fps
+    return track, (number - 1) * chunk_frames / session.fps
 
 
 def hls_player_config(*, session: StreamSession, token: str | None) -> dict[str, str]:
     """What the player page needs: the multivariant playlist, whose URL carries a player
     token: the one the page was opened with, or a fresh one for the signed-in owner (never
-    an API key). Encodes and measures the idle loop now if needed, so that the playlists
-    answer quickly."""
+    an API key). Until the worker has built the idle parts the playlists answer 503, which
+    the player retries."""
     hls_session_check_open(session=session)
     if not token or player_token_session_id(token=token) != session.session_id:
         token = player_token_make(session_id=session.session_id)
-    idle_variant_ensure(avatar=session.avatar)
     query = _token_query(token)
     return {
         "session_id": session.session_id,

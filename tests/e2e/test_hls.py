@@ -5,6 +5,7 @@ Chromium."""
 from __future__ import annotations
 
 import io
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,9 @@ import pytest
 import requests
 from selenium.webdriver.support.ui import WebDriverWait
 
+from avatars.models import Avatar
 from musetalk_site.stack import Stack
+from sessions_app.hls.idle import hls_idle_home
 from tests.conftest import ARTIFACTS_DIR
 from tests.e2e.client import ApiClient, ready_avatar_user
 from tests.media import make_face_video, make_speech_wav
@@ -47,8 +50,26 @@ def _ready_user(stack: Stack, media_dir: Path, username: str) -> ApiClient:
 
 
 def _session(client: ApiClient) -> tuple[str, str]:
+    """A new session on the avatar "host", once its playlists play."""
     created = client.post("/sessions/create?avatar_id=host&chunk_duration=1").json()
-    return created["session_id"], created["player_url"].split("?token=")[1]
+    session_id, token = created["session_id"], created["player_url"].split("?token=")[1]
+    _until_playable(client.url(f"/hls/{session_id}/master.m3u8?token={token}"))
+    return session_id, token
+
+
+def _until_playable(url: str, timeout: float = 60) -> int:
+    """Ask for a playlist like a player, until the worker has built the avatar's idle parts;
+    meanwhile the answer is 503 with Retry-After. Returns how many 503s came first."""
+    deadline = time.monotonic() + timeout
+    waits = 0
+    while (response := requests.get(url, timeout=30)).status_code != 200:
+        assert response.status_code == 503, response.text
+        assert int(response.headers["Retry-After"]) > 0
+        assert set(response.json()) == {"message", "extra"}
+        assert time.monotonic() < deadline, "the idle parts were never built"
+        waits += 1
+        time.sleep(0.2)  # a player waits Retry-After; the test need not
+    return waits
 
 
 def _stream_utterance(client: ApiClient, session_id: str, media_dir: Path) -> None:
@@ -186,6 +207,28 @@ def test_the_playlist_idles_then_carries_an_utterance_between_discontinuities(
 
     assert client.delete(f"/sessions/{session_id}").status_code == 200
     assert requests.get(url, timeout=30).status_code == 410
+
+
+def test_an_avatar_without_idle_parts_gets_them_from_the_worker_when_a_session_starts(
+    live_stack: Stack, media_dir: Path
+):
+    client = _ready_user(live_stack, media_dir, "hls-old-avatar-user")
+    first, token = _session(client)  # the preparing worker built the parts
+    avatar = Avatar.objects.get(owner__username="hls-old-avatar-user", avatar_id="host")
+    shutil.rmtree(hls_idle_home(avatar))  # as for an avatar prepared before they were built
+    master = client.url(f"/hls/{first}/master.m3u8?token={token}")
+    playlist = client.url(f"/hls/{first}/playlist.m3u8?token={token}")
+    for url in (master, playlist, master):
+        response = requests.get(url, timeout=30)
+        assert response.status_code == 503 and response.headers["Retry-After"], response.text
+    assert not hls_idle_home(avatar).exists()  # the web process built nothing
+
+    second, _ = _session(client)  # queues the build, and waits until the playlists play
+    assert len(list(hls_idle_home(avatar).glob("*/idle_*.mp4"))) == 2
+    assert _until_playable(master) == 0
+    assert {e.duration for e in _fetch_playlist(playlist).segments} == {0.8}
+    assert client.delete(f"/sessions/{first}").status_code == 200
+    assert client.delete(f"/sessions/{second}").status_code == 200
 
 
 STATE_JS = (

@@ -5,6 +5,7 @@ import time
 import pytest
 from rest_framework.test import APIClient
 
+from musetalk_site import context_processors
 from musetalk_site.heartbeat import WorkerBeat, beat_write
 from musetalk_site.redis_conn import _client_for, redis_client
 
@@ -72,11 +73,13 @@ def test_health_announces_demo_mode(redis_server):
     assert body["warning"] == "demo mode: random weights, output is not real lip-sync"
 
 
-def test_dashboard_shows_the_demo_banner(redis_server, client, django_user_model):
+def test_dashboard_shows_the_demo_banner(redis_server, client, django_user_model, monkeypatch):
     user = django_user_model.objects.create_user("erin", password="pw-erin-123")
     client.force_login(user)
     assert b"demo-banner" not in client.get("/").content
     _beat(age=0.1, engine={"profile": "random-tiny", "loaded": True, "demo": True})
+    later = time.monotonic() + context_processors.BANNER_TTL_SECONDS
+    monkeypatch.setattr(context_processors, "clock", lambda: later)  # the banner is cached
     page = client.get("/").content.decode()
     assert 'id="demo-banner"' in page
     assert "demo mode: random weights, output is not real lip-sync" in page

@@ -16,12 +16,12 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from avatars.services.avatar import avatar_dir
+from inference.layout import AUDIO_TRACK
 from inference.media import Mp4Writer, write_audio_track
-from sessions_app.hls import hls_session_dir
+from sessions_app.hls import hls_idle_build, hls_session_dir
 from sessions_app.hls import timeline as tl
 from sessions_app.hls.timeline import Clip, LiveRequest, Timeline, timeline_extend, timeline_new
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
-from sessions_app.services.session import AUDIO_TRACK
 from sessions_app.tokens import player_token_make
 from tests.factories import StreamRequestFactory, StreamSessionFactory, UserFactory
 from tests.media import make_face_video, tone
@@ -265,10 +265,12 @@ def _decode(data: bytes) -> tuple[int, float, dict[str, str], float]:
 
 @pytest.fixture
 def session(db) -> StreamSession:
+    """A session on an avatar whose idle parts the worker has built (as after preparing)."""
     session = StreamSessionFactory(chunk_duration=1.0, fps=25)
     folder = avatar_dir(session.avatar)
     folder.mkdir(parents=True)
     make_face_video(folder / "idle.mp4", seconds=1.6, fps=25, size=(64, 80))
+    assert hls_idle_build(avatar=session.avatar)
     return session
 
 
