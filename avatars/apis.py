@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from avatars import selectors, services
 from avatars.models import Avatar, GenerationJob
 from avatars.presenters import avatar_payload, cache_status, job_payload, result_path
+from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.pagination import paginate
 from musetalk_site.uploads import require_upload
@@ -62,7 +63,7 @@ class AvatarPrepareApi(APIView):
         fields = data.validated_data
         video = require_upload(request._request, request.FILES, "video_file")
         avatar, queued = services.avatar_prepare_request(
-            owner=request.user,
+            owner=authenticated_user(request),
             avatar_id=fields["avatar_id"],
             video=video,
             batch_size=fields["batch_size"],
@@ -80,19 +81,23 @@ class AvatarPrepareApi(APIView):
 class AvatarListApi(APIView):
     @extend_schema(responses={200: AvatarOutputSerializer(many=True)}, tags=["avatars"])
     def get(self, request: Request) -> Response:
-        avatars = selectors.avatar_list_for_user(user=request.user)
+        avatars = selectors.avatar_list_for_user(user=authenticated_user(request))
         return paginate(request, self, avatars, lambda a: avatar_payload(a), AvatarOutputSerializer)
 
 
 class AvatarDetailApi(APIView):
     @extend_schema(responses={200: AvatarOutputSerializer}, tags=["avatars"])
     def get(self, request: Request, avatar_id: str) -> Response:
-        avatar = selectors.avatar_get_for_user(user=request.user, avatar_id=avatar_id)
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
         return Response(AvatarOutputSerializer(avatar_payload(avatar)).data)
 
     @extend_schema(responses={204: None}, tags=["avatars"])
     def delete(self, request: Request, avatar_id: str) -> Response:
-        avatar = selectors.avatar_get_for_user(user=request.user, avatar_id=avatar_id)
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
         services.avatar_delete(avatar=avatar)
         return Response(status=204)
 
@@ -106,19 +111,25 @@ class AvatarCacheApi(APIView):
 
     @extend_schema(responses={200: OutputSerializer}, tags=["avatars"])
     def get(self, request: Request, avatar_id: str) -> Response:
-        avatar = selectors.avatar_get_for_user(user=request.user, avatar_id=avatar_id)
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
         return Response(self.OutputSerializer(cache_status(avatar)).data)
 
     @extend_schema(request=None, responses={200: OutputSerializer}, tags=["avatars"])
     def post(self, request: Request, avatar_id: str) -> Response:
-        avatar = selectors.avatar_get_for_user(user=request.user, avatar_id=avatar_id)
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
         services.avatar_cache_warm(avatar=avatar)
         payload = {**cache_status(avatar), "message": "Warming queued."}
         return Response(self.OutputSerializer(payload).data)
 
     @extend_schema(responses={200: OutputSerializer}, tags=["avatars"])
     def delete(self, request: Request, avatar_id: str) -> Response:
-        avatar = selectors.avatar_get_for_user(user=request.user, avatar_id=avatar_id)
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
         services.avatar_cache_clear(avatar=avatar)
         payload = {**cache_status(avatar), "message": "Eviction queued."}
         return Response(self.OutputSerializer(payload).data)
@@ -163,7 +174,7 @@ class JobCreateApi(APIView):
         fields = data.validated_data
         audio = require_upload(request._request, request.FILES, "audio_file")
         job = services.job_create(
-            owner=request.user,
+            owner=authenticated_user(request),
             avatar_id=fields["avatar_id"],
             audio=audio,
             batch_size=fields["batch_size"],
@@ -176,21 +187,21 @@ class JobCreateApi(APIView):
 class JobListApi(APIView):
     @extend_schema(responses={200: JobOutputSerializer(many=True)}, tags=["generate"])
     def get(self, request: Request) -> Response:
-        jobs = selectors.job_list_for_user(user=request.user)
+        jobs = selectors.job_list_for_user(user=authenticated_user(request))
         return paginate(request, self, jobs, job_payload, JobOutputSerializer)
 
 
 class JobStatusApi(APIView):
     @extend_schema(responses={200: JobOutputSerializer}, tags=["generate"])
     def get(self, request: Request, request_id: str) -> Response:
-        job = selectors.job_get_for_user(user=request.user, request_id=request_id)
+        job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
         return Response(JobOutputSerializer(job_payload(job)).data)
 
 
 class JobCancelApi(APIView):
     @extend_schema(request=None, responses={200: JobOutputSerializer}, tags=["generate"])
     def post(self, request: Request, request_id: str) -> Response:
-        job = selectors.job_get_for_user(user=request.user, request_id=request_id)
+        job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
         job = services.job_cancel(job=job)
         return Response(JobOutputSerializer(job_payload(job)).data)
 
@@ -198,7 +209,7 @@ class JobCancelApi(APIView):
 class JobDownloadApi(APIView):
     @extend_schema(responses={(200, "video/mp4"): bytes}, tags=["generate"])
     def get(self, request: Request, request_id: str) -> FileResponse:
-        job = selectors.job_get_for_user(user=request.user, request_id=request_id)
+        job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
         path = result_path(job)
         if job.status != GenerationJob.Status.SUCCEEDED or path is None:
             raise ApplicationError(

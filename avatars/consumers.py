@@ -7,10 +7,10 @@ from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.core.serializers.json import DjangoJSONEncoder
-from django.http import Http404
 
-from avatars.views import AVATAR_TERMINAL, JOB_TERMINAL, _avatar_snapshot, _job_snapshot
+from avatars.feeds import AVATAR_TERMINAL, JOB_TERMINAL, avatar_snapshot, job_snapshot
 from musetalk_site import realtime
+from musetalk_site.errors import NotAuthenticatedError, close_frame
 
 
 class _ProgressConsumer(AsyncJsonWebsocketConsumer):
@@ -29,13 +29,13 @@ class _ProgressConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
-            await self.close(code=4401)
-            return
         try:
+            if user is None or not user.is_authenticated:
+                raise NotAuthenticatedError()
             current = await self.snapshot()
-        except Http404:
-            await self.close(code=4404)
+        except Exception as exc:
+            code, reason = close_frame(exc)
+            await self.close(code=code, reason=reason)
             return
         self.group = self.group_for(user)
         await self.channel_layer.group_add(self.group, self.channel_name)
@@ -56,7 +56,7 @@ class AvatarProgressConsumer(_ProgressConsumer):
     terminal = AVATAR_TERMINAL
 
     async def snapshot(self) -> dict[str, Any]:
-        return await _avatar_snapshot(
+        return await avatar_snapshot(
             self.scope["user"], self.scope["url_route"]["kwargs"]["avatar_id"]
         )
 
@@ -68,7 +68,7 @@ class JobProgressConsumer(_ProgressConsumer):
     terminal = JOB_TERMINAL
 
     async def snapshot(self) -> dict[str, Any]:
-        return await _job_snapshot(
+        return await job_snapshot(
             self.scope["user"], self.scope["url_route"]["kwargs"]["request_id"]
         )
 

@@ -71,9 +71,10 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
 
 
 def result_path(job: GenerationJob) -> Path | None:
-    if not job.result:
+    name = job.result.name  # a FieldFile is false exactly when its name is empty
+    if not name:
         return None
-    path = Path(settings.MEDIA_ROOT) / job.result.name
+    path = Path(settings.MEDIA_ROOT) / name
     return path if path.is_file() else None
 
 

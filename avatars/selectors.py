@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404
 
@@ -10,11 +10,11 @@ from avatars.models import Avatar, GenerationJob
 from musetalk_site.errors import ApplicationError
 
 
-def avatar_list_for_user(*, user: AbstractBaseUser) -> QuerySet[Avatar]:
+def avatar_list_for_user(*, user: User) -> QuerySet[Avatar]:
     return Avatar.objects.filter(owner=user).order_by("-created_at")
 
 
-def avatar_get_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Avatar:
+def avatar_get_for_user(*, user: User, avatar_id: str) -> Avatar:
     """The user's avatar ``avatar_id``; another user's avatar is simply not found."""
     avatar = Avatar.objects.filter(owner=user, avatar_id=avatar_id).first()
     if avatar is None:
@@ -22,7 +22,7 @@ def avatar_get_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Avatar:
     return avatar
 
 
-def avatar_get_usable_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Avatar:
+def avatar_get_usable_for_user(*, user: User, avatar_id: str) -> Avatar:
     """The user's avatar, which must have prepared assets to generate from (409 otherwise).
 
     During a ``force_recreate`` the previous assets keep serving, so a re-preparing avatar
@@ -38,11 +38,11 @@ def avatar_get_usable_for_user(*, user: AbstractBaseUser, avatar_id: str) -> Ava
     return avatar
 
 
-def job_list_for_user(*, user: AbstractBaseUser) -> QuerySet[GenerationJob]:
+def job_list_for_user(*, user: User) -> QuerySet[GenerationJob]:
     return GenerationJob.objects.filter(owner=user).select_related("avatar").order_by("-queued_at")
 
 
-def job_get_for_user(*, user: AbstractBaseUser, request_id: str) -> GenerationJob:
+def job_get_for_user(*, user: User, request_id: str) -> GenerationJob:
     job = (
         GenerationJob.objects.filter(owner=user, request_id=request_id)
         .select_related("avatar")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dramatiq
 
 from avatars import services
-from musetalk_site import worker
+from musetalk_site.engine import get_engine
 
 PREPARE_QUEUE = "prepare"
 GENERATE_QUEUE = "generate"
@@ -27,10 +27,10 @@ def job_generate(job_pk: int) -> None:
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=10 * 60 * 1000)
 def avatar_cache_warm(avatar_dir: str) -> None:
     """Load a prepared avatar into this worker's cache."""
-    worker.get_engine().warm(avatar_dir)
+    get_engine().warm(avatar_dir)
 
 
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=60 * 1000)
 def avatar_cache_evict(avatar_dir: str) -> None:
     """Drop a prepared avatar from this worker's cache."""
-    worker.get_engine().evict(avatar_dir)
+    get_engine().evict(avatar_dir)

@@ -13,6 +13,9 @@ from pathlib import Path
 CHUNK_NAME = "chunk_{:04d}.mp4"  # chunk 1 is chunk_0001.mp4
 CHUNK_PATTERN = re.compile(r"^chunk_(\d{4,6})\.mp4$")
 STAGING_MARK = ".tmp-"
+# Beside the chunks: the utterance's whole audio as one continuous AAC track, for the HLS
+# segmenter (MPEG-TS has no edit lists to join separately encoded chunk audio cleanly).
+AUDIO_TRACK = "audio.m4a"
 
 
 def chunk_name(number: int) -> str:

@@ -11,16 +11,30 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
+from rest_framework.request import Request
+
+from musetalk_site.errors import NotAuthenticatedError
+
+TOKEN_PARAM = "token"  # the query parameter of API and player tokens
 
 
-def _user_for_token(key: str) -> Any:
+def user_for_token(key: str) -> Any:
+    """The active user an API token belongs to, else the anonymous user."""
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()
     return token.user
+
+
+def authenticated_user(request: HttpRequest | Request) -> User:
+    """The signed-in user of a view behind ``IsAuthenticated`` or ``login_required``."""
+    user = request.user
+    if not isinstance(user, User):  # the permission check already refused anonymous requests
+        raise NotAuthenticatedError()
+    return user
 
 
 def _token_from_header(value: str) -> str | None:
@@ -33,10 +47,11 @@ async def request_user(request: HttpRequest) -> Any:
     user = await request.auser()
     if user.is_authenticated:
         return user
-    key = _token_from_header(request.headers.get("Authorization", "")) or request.GET.get("token")
+    header = request.headers.get("Authorization", "")
+    key = _token_from_header(header) or request.GET.get(TOKEN_PARAM)
     if not key:
         return AnonymousUser()
-    return await sync_to_async(_user_for_token)(key)
+    return await sync_to_async(user_for_token)(key)
 
 
 class TokenAuthMiddleware:
@@ -49,14 +64,14 @@ class TokenAuthMiddleware:
         if not getattr(scope.get("user"), "is_authenticated", False):
             key = _scope_token(scope)
             if key:
-                scope = {**scope, "user": await database_sync_to_async(_user_for_token)(key)}
+                scope = {**scope, "user": await database_sync_to_async(user_for_token)(key)}
         return await self.app(scope, receive, send)
 
 
 def _scope_token(scope: dict) -> str | None:
     query = parse_qs(scope.get("query_string", b"").decode())
-    if query.get("token"):
-        return query["token"][0]
+    if query.get(TOKEN_PARAM):
+        return query[TOKEN_PARAM][0]
     for name, value in scope.get("headers", []):
         if name == b"authorization":
             return _token_from_header(value.decode())

@@ -1,4 +1,8 @@
-"""Builds the resident engine in a worker process from the Django settings."""
+"""Builds the resident engine in a worker process from the Django settings.
+
+Only the worker imports this module (``musetalk_site.worker`` after the process boots): it
+is the one place where torch enters a Django process.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,19 @@ import logging
 import time
 from typing import Any
 
+import torch
 from django.conf import settings
+
+from inference.config import EngineConfig
+from inference.download import download_models
+from inference.pipeline import Engine
+from inference.profiles import DEMO_WARNING, resolve_profile
+from musetalk_site.engine import requested_state
 
 logger = logging.getLogger(__name__)
 
 
-def requested_state() -> dict[str, Any]:
-    return {
-        "requested_profile": settings.MUSETALK_MODEL_PROFILE,
-        "demo": settings.MUSETALK_DEMO_MODE,
-        "models_dir": str(settings.MODELS_DIR),
-    }
-
-
 def resolve_device(requested: str) -> str:
-    import torch
-
     if requested != "auto":
         return requested
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -29,11 +30,6 @@ def resolve_device(requested: str) -> str:
 
 def build_engine() -> tuple[Any, dict[str, Any]]:
     """Resolve the profile (``auto`` rule), load the models once, describe what loaded."""
-    from inference.config import EngineConfig
-    from inference.download import download_models
-    from inference.pipeline import Engine
-    from inference.profiles import DEMO_WARNING, resolve_profile
-
     started = time.perf_counter()
     resolved = resolve_profile(
         settings.MUSETALK_MODEL_PROFILE, settings.MODELS_DIR, download=download_models

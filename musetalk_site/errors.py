@@ -1,7 +1,13 @@
-"""One error body for every API failure: ``{"message": str, "extra": dict}``."""
+"""One error body for every failure a caller may see: ``{"message": str, "extra": dict}``.
+
+:func:`error_payload` decides the status and body of a known exception once, for DRF views
+(the exception handler), plain views and SSE feeds (:func:`error_response`), WebSocket close
+reasons and pages. Unexpected exceptions are not known: they stay 500s and get logged.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
@@ -26,6 +32,60 @@ class ApplicationError(Exception):
         self.status_code = status
 
 
+class NotAuthenticatedError(ApplicationError):
+    """No valid credentials came with a request that needs them (401)."""
+
+    def __init__(self, message: str = "Authentication credentials were not provided.") -> None:
+        super().__init__(message, status=401)
+
+
+@dataclass(frozen=True)
+class ErrorPayload:
+    status: int
+    message: str
+    extra: dict[str, Any]
+
+    def body(self) -> dict[str, Any]:
+        return {"message": self.message, "extra": self.extra}
+
+
+def error_payload(exc: BaseException) -> ErrorPayload | None:
+    """The status and body of a known failure; None for an unexpected exception."""
+    if isinstance(exc, ApplicationError):
+        return ErrorPayload(exc.status_code, exc.message, exc.extra)
+    if isinstance(exc, Http404):
+        return ErrorPayload(404, str(exc) or "Not found.", {})
+    if isinstance(exc, PermissionDenied):
+        return ErrorPayload(403, "You do not have permission to perform this action.", {})
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, exceptions.APIException):
+        extra = {"fields": exc.detail} if isinstance(exc, exceptions.ValidationError) else {}
+        if not isinstance(exc.detail, dict):
+            extra = {}
+        return ErrorPayload(exc.status_code, _message_from_detail(exc.detail), extra)
+    return None
+
+
+def error_response(exc: BaseException) -> JsonResponse:
+    """A known failure as the JSON error body (plain views and SSE feeds); unexpected
+    exceptions are raised again."""
+    payload = error_payload(exc)
+    if payload is None:
+        raise exc
+    return JsonResponse(payload.body(), status=payload.status)
+
+
+def close_frame(exc: BaseException) -> tuple[int, str]:
+    """A known failure as a WebSocket close code (4000 + the HTTP status) and reason."""
+    payload = error_payload(exc)
+    if payload is None:
+        raise exc
+    # A close frame's reason holds at most 123 bytes (RFC 6455 5.5).
+    reason = payload.message.encode()[:123].decode(errors="ignore")
+    return 4000 + payload.status, reason
+
+
 def _message_from_detail(detail: Any) -> str:
     if isinstance(detail, dict):
         if "detail" in detail:
@@ -41,24 +101,17 @@ def _message_from_detail(detail: Any) -> str:
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
-    if isinstance(exc, ApplicationError):
-        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
-    if isinstance(exc, DjangoValidationError):
-        exc = exceptions.ValidationError(as_serializer_error(exc))
-    if isinstance(exc, Http404):
-        exc = exceptions.NotFound(str(exc) or "Not found.")
-    if isinstance(exc, PermissionDenied):
-        exc = exceptions.PermissionDenied()
-
-    response = exception_handler(exc, context)
-    if response is None:
+    """DRF's EXCEPTION_HANDLER: every known failure as :func:`error_payload` says."""
+    payload = error_payload(exc)
+    if payload is None:
         # Unexpected errors: DRF re-raises, Django logs them and json_server_error answers.
         return None
-    detail = response.data
-    extra: dict[str, Any] = {}
-    if isinstance(exc, exceptions.ValidationError) and isinstance(detail, dict):
-        extra = {"fields": detail}
-    response.data = {"message": _message_from_detail(detail), "extra": extra}
+    response = exception_handler(exc, context) if isinstance(exc, exceptions.APIException) else None
+    if response is None:
+        response = Response(status=payload.status)
+    response.data = payload.body()
+    if payload.status == 401 and not response.has_header("WWW-Authenticate"):
+        response["WWW-Authenticate"] = 'Token realm="api"'
     return response
 
 

@@ -10,12 +10,13 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
+from inference.profiles import DEMO_WARNING
 from musetalk_site.heartbeat import WorkerBeat, beats_read
 from musetalk_site.redis_conn import redis_client
 
 logger = logging.getLogger(__name__)
 
-DEMO_BANNER = "demo mode: random weights, output is not real lip-sync"
+DEMO_BANNER = DEMO_WARNING  # the launcher, the worker's log, /health and the banner say the same
 
 
 @dataclass

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 
 from avatars.models import Avatar, GenerationJob
 from sessions_app.models import StreamSession
 
 
-def dashboard_summary(*, user: AbstractBaseUser | AnonymousUser) -> dict[str, Any]:
+def dashboard_summary(*, user: User) -> dict[str, Any]:
     """What the signed-in user sees on the dashboard: only their own rows."""
     return {
         "avatars": Avatar.objects.filter(owner=user).order_by("-updated_at")[:50],

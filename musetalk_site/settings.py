@@ -154,6 +154,7 @@ DRAMATIQ_BROKER = {
         "django_dramatiq.middleware.DbConnectionsMiddleware",
         "musetalk_site.worker.EngineMiddleware",
         "musetalk_site.worker.HeartbeatMiddleware",
+        "musetalk_site.worker.MaintenanceMiddleware",
     ],
 }
 DRAMATIQ_AUTODISCOVER_MODULES = ["tasks"]
@@ -162,6 +163,7 @@ WORKER_THREADS = env_int("WORKER_THREADS", 4, minimum=1)
 PREPARE_WORKER_THREADS = env_int("PREPARE_WORKER_THREADS", 1, minimum=1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 30.0, minimum=1.0)
+WORKER_MAINTENANCE_SECONDS = env_float("WORKER_MAINTENANCE_SECONDS", 25.0, minimum=0.5)
 
 # Engine (the worker process reads these; the web process never imports torch).
 MODELS_DIR = Path(env_str("MODELS_DIR", str(BASE_DIR / "models")))

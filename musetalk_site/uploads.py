@@ -37,8 +37,18 @@ def field_limit(field_name: str) -> int:
 class LimitedUploadHandler(TemporaryFileUploadHandler):
     """Streams files to disk and drops any file over its field's size limit."""
 
-    def new_file(self, field_name: str, *args: object, **kwargs: object) -> None:
-        super().new_file(field_name, *args, **kwargs)
+    def new_file(
+        self,
+        field_name: str,
+        file_name: str,
+        content_type: str,
+        content_length: int | None,
+        charset: str | None = None,
+        content_type_extra: dict[str, bytes] | None = None,
+    ) -> None:
+        super().new_file(
+            field_name, file_name, content_type, content_length, charset, content_type_extra
+        )
         self._received = 0
         self._limit = field_limit(field_name)
 
@@ -79,11 +89,17 @@ def _path(upload: File) -> str:
     """The file on disk: the spooled upload (LimitedUploadHandler) or a local file."""
     if hasattr(upload, "temporary_file_path"):
         return upload.temporary_file_path()
+    if upload.file is None:
+        raise ValueError(f"{upload!r} has no open file to probe.")
     return str(upload.file.name)
 
 
 def _probe(
-    upload: File, field: str, kind: str, extensions: set[str], probe: Callable[[str], T]
+    upload: File,
+    field: str,
+    kind: tuple[str, str],
+    extensions: set[str],
+    probe: Callable[[str], T],
 ) -> T:
     """Extension check (415), then a header probe of the file (400 when unreadable)."""
     if _suffix(upload) not in extensions:

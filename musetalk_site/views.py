@@ -6,9 +6,10 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
+from musetalk_site.auth import authenticated_user
 from musetalk_site.selectors import dashboard_summary
 
 
 @login_required
 def dashboard(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboard.html", dashboard_summary(user=request.user))
+    return render(request, "dashboard.html", dashboard_summary(user=authenticated_user(request)))

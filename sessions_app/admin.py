@@ -13,8 +13,14 @@ class StreamRequestInline(admin.TabularInline):
     model = StreamRequest
     extra = 0
     can_delete = False
-    fields = ["request_id", "status", "total_chunks", "queued_at", "first_chunk_at", "finished_at"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "request_id",
+        "status",
+        "total_chunks",
+        "queued_at",
+        "first_chunk_at",
+        "finished_at",
+    )
     show_change_link = True
 
 
@@ -57,8 +63,7 @@ class StreamChunkInline(admin.TabularInline):
     model = StreamChunk
     extra = 0
     can_delete = False
-    fields = ["index", "file", "duration", "created_at"]
-    readonly_fields = fields
+    fields = readonly_fields = ("index", "file", "duration", "created_at")
 
 
 @admin.register(StreamRequest)

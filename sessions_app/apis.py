@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.http import FileResponse
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import extend_schema
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import AllowAny
@@ -12,16 +12,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from musetalk_site.auth import TOKEN_PARAM, authenticated_user
 from musetalk_site.pagination import paginate
 from musetalk_site.uploads import require_upload
 from sessions_app import selectors, services
 from sessions_app.models import StreamSession
 from sessions_app.presenters import session_created_payload, session_payload
-from sessions_app.tokens import player_url
-
-TOKEN_PARAM = OpenApiParameter(
-    "token", str, description="Player token from player_url (or an API token)", required=False
-)
+from sessions_app.tokens import ACCESS_TOKEN_QUERY, player_url
 
 
 class ConfigSerializer(serializers.Serializer):
@@ -94,7 +91,7 @@ class SessionCreateApi(APIView):
         # The seed passes these as query parameters; a form body works too.
         data = self.InputSerializer(data=request.query_params or request.data)
         data.is_valid(raise_exception=True)
-        session = services.session_create(owner=request.user, **data.validated_data)
+        session = services.session_create(owner=authenticated_user(request), **data.validated_data)
         return Response(self.OutputSerializer(session_created_payload(session)).data)
 
 
@@ -115,7 +112,9 @@ class SessionStreamApi(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = selectors.session_get_for_user(
+            user=authenticated_user(request), session_id=session_id
+        )
         audio = require_upload(request._request, request.FILES, "audio_file")
         stream = services.session_stream_start(
             session=session, audio=audio, interrupt=data.validated_data["interrupt"]
@@ -132,7 +131,7 @@ class SessionStreamApi(APIView):
 class SessionListApi(APIView):
     @extend_schema(responses={200: SessionOutputSerializer(many=True)}, tags=["sessions"])
     def get(self, request: Request) -> Response:
-        sessions = selectors.session_list_for_user(user=request.user)
+        sessions = selectors.session_list_for_user(user=authenticated_user(request))
         return paginate(request, self, sessions, session_payload, SessionOutputSerializer)
 
 
@@ -140,11 +139,11 @@ class SessionDetailApi(APIView):
     permission_classes = [AllowAny]  # the owner, or a player token of this session
 
     @extend_schema(
-        parameters=[TOKEN_PARAM], responses={200: SessionOutputSerializer}, tags=["sessions"]
+        parameters=[ACCESS_TOKEN_QUERY], responses={200: SessionOutputSerializer}, tags=["sessions"]
     )
     def get(self, request: Request, session_id: str) -> Response:
         session = selectors.session_get_for_access(
-            user=request.user, token=request.query_params.get("token"), session_id=session_id
+            user=request.user, token=request.query_params.get(TOKEN_PARAM), session_id=session_id
         )
         return Response(SessionOutputSerializer(session_payload(session)).data)
 
@@ -157,7 +156,9 @@ class SessionDeleteApi(APIView):
 
     @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
     def delete(self, request: Request, session_id: str) -> Response:
-        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = selectors.session_get_for_user(
+            user=authenticated_user(request), session_id=session_id
+        )
         session = services.session_delete(session=session)
         payload = {
             "session_id": session.session_id,
@@ -174,7 +175,9 @@ class SessionInterruptApi(APIView):
 
     @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
     def post(self, request: Request, session_id: str) -> Response:
-        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = selectors.session_get_for_user(
+            user=authenticated_user(request), session_id=session_id
+        )
         stopped = services.session_interrupt(session=session)
         payload = {"session_id": session.session_id, "interrupted": stopped}
         return Response(self.OutputSerializer(payload).data)
@@ -189,7 +192,9 @@ class SessionKeepaliveApi(APIView):
 
     @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
     def post(self, request: Request, session_id: str) -> Response:
-        session = selectors.session_get_for_user(user=request.user, session_id=session_id)
+        session = selectors.session_get_for_user(
+            user=authenticated_user(request), session_id=session_id
+        )
         session = services.session_keepalive(session=session)
         payload = {
             "session_id": session.session_id,
@@ -212,19 +217,21 @@ class SessionStatsApi(APIView):
 
     @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(selectors.session_stats(user=request.user)).data)
+        return Response(
+            self.OutputSerializer(selectors.session_stats(user=authenticated_user(request))).data
+        )
 
 
 class ChunkFileApi(APIView):
     permission_classes = [AllowAny]  # the owner, or a player token of the chunk's session
 
     @extend_schema(
-        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["sessions"]
+        parameters=[ACCESS_TOKEN_QUERY], responses={(200, "video/mp4"): bytes}, tags=["sessions"]
     )
     def get(self, request: Request, request_id: str, name: str) -> FileResponse:
         path, session = selectors.chunk_get_for_access(
             user=request.user,
-            token=request.query_params.get("token"),
+            token=request.query_params.get(TOKEN_PARAM),
             request_id=request_id,
             name=name,
         )

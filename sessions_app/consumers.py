@@ -10,17 +10,11 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 
+from musetalk_site.auth import TOKEN_PARAM
+from musetalk_site.errors import close_frame
+from sessions_app.feeds import closed_event, parse_last_event_id, session_for_access
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
-from sessions_app.views import (
-    ACCESS_ERRORS,
-    access_error_status,
-    closed_event,
-    parse_last_event_id,
-    session_for_access,
-)
-
-CLOSE_CODES = {400: 4400, 401: 4401, 404: 4404}
 
 
 class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -42,9 +36,10 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         user = self.scope.get("user") or AnonymousUser()
         try:
             last_id = parse_last_event_id(self._query("last_event_id"))
-            session = await session_for_access(user, self._query("token"), session_id)
-        except ACCESS_ERRORS as exc:
-            await self.close(code=CLOSE_CODES.get(access_error_status(exc), 4400))
+            session = await session_for_access(user, self._query(TOKEN_PARAM), session_id)
+        except Exception as exc:
+            code, reason = close_frame(exc)
+            await self.close(code=code, reason=reason)
             return
         self.group = session_group(session.session_id)
         self.cursor = EventCursor(session.session_id, last_id)

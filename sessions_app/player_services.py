@@ -20,9 +20,9 @@ from typing import Any
 import av
 from django.http import Http404
 from django.utils import timezone
-from rest_framework.exceptions import NotAuthenticated
 
 from avatars.services.avatar import avatar_dir
+from musetalk_site.errors import NotAuthenticatedError
 from sessions_app import selectors
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import events_after, last_event_id
@@ -69,10 +69,10 @@ def player_session_get(*, token: str | None, session_id: str) -> StreamSession:
     """The session a player token opens. Only a player token of this very session will
     do: none or a bad one is a 401, an expired one a 401, another session's a 404."""
     if not token:
-        raise NotAuthenticated("This player link has no token.")
+        raise NotAuthenticatedError("This player link has no token.")
     token_session = player_token_session_id(token=token)  # raises the 401 when expired
     if token_session is None:
-        raise NotAuthenticated("This player link is not valid.")
+        raise NotAuthenticatedError("This player link is not valid.")
     session = StreamSession.objects.select_related("avatar").filter(session_id=session_id).first()
     if token_session != session_id or session is None:
         raise Http404("Session not found.")

@@ -3,19 +3,18 @@ files they load with nothing but the player token of their URL."""
 
 from __future__ import annotations
 
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
-from drf_spectacular.utils import OpenApiParameter, extend_schema
-from rest_framework.exceptions import NotAuthenticated
+from drf_spectacular.utils import extend_schema
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from musetalk_site.errors import ApplicationError
+from musetalk_site.auth import TOKEN_PARAM
+from musetalk_site.errors import error_payload
 from sessions_app import player_services
+from sessions_app.tokens import PLAYER_TOKEN_QUERY
 
-PLAYER_ERRORS = (Http404, NotAuthenticated, ApplicationError)
-TOKEN_PARAM = OpenApiParameter("token", str, description="The player token of player_url")
 NO_STORE = "no-store"  # the page carries its token; no cache should keep it
 
 
@@ -32,9 +31,9 @@ def mobile_player(request: HttpRequest) -> HttpResponse:
 def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
     try:
         config = player_services.player_config(
-            token=request.GET.get("token"), session_id=session_id
+            token=request.GET.get(TOKEN_PARAM), session_id=session_id
         )
-    except PLAYER_ERRORS as exc:
+    except Exception as exc:
         return player_error_page(request, exc)
     response = render(request, template, {"player": config.to_dict()})
     response["Cache-Control"] = NO_STORE
@@ -42,12 +41,16 @@ def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpRe
 
 
 def player_error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
-    """A plain page that says what to do and nothing about the session (every player)."""
-    if isinstance(exc, Http404):
+    """A plain page that says what to do and nothing about the session (every player);
+    unexpected exceptions are raised again."""
+    payload = error_payload(exc)
+    if payload is None:
+        raise exc
+    if payload.status == 404:
         status, message = 404, "This session does not exist or has been removed."
-    elif getattr(exc, "status_code", None) == 410:
+    elif payload.status == 410:
         status, message = 410, "This session has ended."
-    elif getattr(exc, "extra", {}).get("token") == "expired":
+    elif payload.extra.get("token") == "expired":
         status, message = 401, "This player link has expired. Ask the app for a new one."
     else:
         status, message = 401, "This player link is not valid."
@@ -62,11 +65,11 @@ class PlayerIdleVideoApi(APIView):
     permission_classes = [AllowAny]  # the player token is the credential
 
     @extend_schema(
-        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["players"]
+        parameters=[PLAYER_TOKEN_QUERY], responses={(200, "video/mp4"): bytes}, tags=["players"]
     )
     def get(self, request: Request, session_id: str) -> FileResponse:
         path = player_services.player_idle_video(
-            token=request.query_params.get("token"), session_id=session_id
+            token=request.query_params.get(TOKEN_PARAM), session_id=session_id
         )
         response = FileResponse(path.open("rb"), content_type="video/mp4")
         response["Cache-Control"] = "private, max-age=300"
@@ -80,12 +83,12 @@ class PlayerChunkApi(APIView):
     permission_classes = [AllowAny]  # the owner, or a player token of the chunk's session
 
     @extend_schema(
-        parameters=[TOKEN_PARAM], responses={(200, "video/mp4"): bytes}, tags=["players"]
+        parameters=[PLAYER_TOKEN_QUERY], responses={(200, "video/mp4"): bytes}, tags=["players"]
     )
     def get(self, request: Request, request_id: str, name: str) -> FileResponse:
         chunk = player_services.player_chunk_fragmented(
             user=request.user,
-            token=request.query_params.get("token"),
+            token=request.query_params.get(TOKEN_PARAM),
             request_id=request_id,
             name=name,
         )

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
@@ -76,7 +76,7 @@ def event_publish(
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
     script = redis_client().register_script(_APPEND)  # EVALSHA, loaded once per server
-    args = [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()]
+    args: list[str | int] = [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()]
     event_id = int(script(keys=_keys(session_id), args=args))
     if not event_id:
         return None
@@ -98,7 +98,8 @@ def _broadcast(session_id: str, event_id: int, payload: dict[str, Any]) -> None:
 
 def events_after(session_id: str, last_id: int) -> list[SessionEvent]:
     """The stored events with an id above ``last_id``, oldest first."""
-    raw = redis_client().lrange(_keys(session_id)[1], 0, -1)
+    # The client does not decode responses, so the items are bytes.
+    raw = cast("list[bytes]", redis_client().lrange(_keys(session_id)[1], 0, -1))
     events = []
     for item in raw:
         head, _, body = item.decode().partition(" ")

@@ -2,38 +2,31 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
-from rest_framework.authtoken.models import Token
-from rest_framework.exceptions import NotAuthenticated
 
+from inference.layout import chunk_number
+from musetalk_site.auth import user_for_token
+from musetalk_site.errors import NotAuthenticatedError
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.tokens import player_token_session_id
 
-CHUNK_NAME = re.compile(r"^chunk_(\d{4,6})\.mp4$")
 
-
-def session_list_for_user(*, user: AbstractBaseUser) -> QuerySet[StreamSession]:
+def session_list_for_user(*, user: User) -> QuerySet[StreamSession]:
     return StreamSession.objects.filter(owner=user).select_related("avatar")
 
 
-def session_get_for_user(*, user: AbstractBaseUser, session_id: str) -> StreamSession:
+def session_get_for_user(*, user: User, session_id: str) -> StreamSession:
     """The user's session; another user's session is simply not found."""
     session = session_list_for_user(user=user).filter(session_id=session_id).first()
     if session is None:
         raise Http404(f"Session {session_id!r} not found.")
     return session
-
-
-def _api_token_user(key: str) -> Any:
-    token = Token.objects.select_related("user").filter(key=key).first()
-    return token.user if token is not None and token.user.is_active else AnonymousUser()
 
 
 def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> StreamSession:
@@ -45,9 +38,9 @@ def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> 
             if token_session != session_id:
                 raise Http404(f"Session {session_id!r} not found.")
             return _session_by_id(session_id)
-        user = _api_token_user(token)
+        user = user_for_token(token)
     if not user.is_authenticated:
-        raise NotAuthenticated()
+        raise NotAuthenticatedError()
     return session_get_for_user(user=user, session_id=session_id)
 
 
@@ -77,18 +70,18 @@ def chunk_get_for_access(
     """The file of chunk ``name`` of ``request_id`` (and its session) if the caller may
     read that session; a 404 otherwise."""
     request = StreamRequest.objects.filter(request_id=request_id).select_related("session").first()
-    match = CHUNK_NAME.match(name)
-    if request is None or match is None:
+    number = chunk_number(name)
+    if request is None or number is None:
         raise Http404("Chunk not found.")
     session = session_get_for_access(user=user, token=token, session_id=request.session.session_id)
-    chunk = request.chunks.filter(index=int(match.group(1)) - 1).first()
+    chunk = request.chunks.filter(index=number - 1).first()
     path = Path(settings.MEDIA_ROOT) / chunk.file if chunk is not None else None
     if path is None or not path.is_file():
         raise Http404("Chunk not found.")
     return path, session
 
 
-def session_stats(*, user: AbstractBaseUser) -> dict[str, Any]:
+def session_stats(*, user: User) -> dict[str, Any]:
     """Counts for the user's sessions; staff see every user's."""
     sessions = StreamSession.objects.all()
     if not user.is_staff:

@@ -9,8 +9,19 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.core import signing
+from drf_spectacular.utils import OpenApiParameter
 
+from musetalk_site.auth import TOKEN_PARAM
 from musetalk_site.errors import ApplicationError
+
+# How the schema describes ``?token=``: pages and files behind player_url take the player
+# token; the session's API reads take either it or an API token.
+PLAYER_TOKEN_QUERY = OpenApiParameter(
+    TOKEN_PARAM, str, description="The player token of player_url"
+)
+ACCESS_TOKEN_QUERY = OpenApiParameter(
+    TOKEN_PARAM, str, description="Player token from player_url (or an API token)", required=False
+)
 
 SALT = "sessions_app.player"
 
@@ -40,4 +51,4 @@ def player_token_session_id(*, token: str) -> str | None:
 
 
 def player_url(*, session_id: str) -> str:
-    return f"/player/session/{session_id}?token={player_token_make(session_id=session_id)}"
+    return f"/player/session/{session_id}?{TOKEN_PARAM}={player_token_make(session_id=session_id)}"

@@ -4,61 +4,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from rest_framework.exceptions import NotAuthenticated
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 
-from musetalk_site.auth import request_user
-from musetalk_site.errors import ApplicationError
+from musetalk_site.auth import TOKEN_PARAM, request_user
+from musetalk_site.errors import error_response
 from musetalk_site.sse import KEEPALIVE_SECONDS, sse_format, sse_response
-from sessions_app import selectors
+from sessions_app.feeds import closed_event, parse_last_event_id, session_for_access
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
-
-ACCESS_ERRORS = (Http404, NotAuthenticated, ApplicationError)
-
-
-def parse_last_event_id(value: str | None) -> int:
-    """The id a follower already has (0: none); a clear 400 for anything but an integer."""
-    if value is None or value.strip() == "":
-        return 0
-    try:
-        parsed = int(value.strip())
-    except ValueError:
-        raise ApplicationError(
-            "last_event_id must be a non-negative integer.", {"last_event_id": value[:40]}
-        ) from None
-    if parsed < 0:
-        raise ApplicationError("last_event_id must be a non-negative integer.", {})
-    return parsed
-
-
-@database_sync_to_async
-def session_for_access(user: Any, token: str | None, session_id: str) -> StreamSession:
-    return selectors.session_get_for_access(user=user, token=token, session_id=session_id)
-
-
-def access_error_status(exc: Exception) -> int:
-    if isinstance(exc, Http404):
-        return 404
-    if isinstance(exc, NotAuthenticated):
-        return 401
-    return getattr(exc, "status_code", 400)
-
-
-def _error_response(exc: Exception) -> JsonResponse:
-    message = getattr(exc, "message", None) or str(getattr(exc, "detail", "")) or str(exc)
-    extra = getattr(exc, "extra", {})
-    return JsonResponse({"message": message, "extra": extra}, status=access_error_status(exc))
-
-
-def closed_event(session: StreamSession) -> SessionEvent:
-    """Stands in for the ``session_ended`` event of a closed session whose store is gone."""
-    payload = {"event": "session_ended", "session_id": session.session_id, "reason": session.status}
-    return SessionEvent(0, payload)
 
 
 async def follow_session(session: StreamSession, last_id: int) -> AsyncIterator[str]:
@@ -107,14 +62,16 @@ async def _frames(events: list[SessionEvent]) -> AsyncIterator[str]:
             return
 
 
-async def session_events(request: HttpRequest, session_id: str) -> HttpResponse:
+async def session_events(
+    request: HttpRequest, session_id: str
+) -> HttpResponse | StreamingHttpResponse:
     """``GET /sessions/{id}/events``: owner auth or ``?token=<player token>``; resumes after
     the ``Last-Event-ID`` header or ``?last_event_id=``."""
     user = await request_user(request)
     last_header = request.headers.get("Last-Event-ID") or request.GET.get("last_event_id")
     try:
         last_id = parse_last_event_id(last_header)
-        session = await session_for_access(user, request.GET.get("token"), session_id)
-    except ACCESS_ERRORS as exc:
-        return _error_response(exc)
+        session = await session_for_access(user, request.GET.get(TOKEN_PARAM), session_id)
+    except Exception as exc:
+        return error_response(exc)
     return sse_response(follow_session(session, last_id))

@@ -24,6 +24,7 @@ os.environ.update(
         "MUSETALK_DEVICE": "cpu",
         "WORKER_HEARTBEAT_SECONDS": "1",
         "WORKER_STALE_SECONDS": "8",
+        "WORKER_MAINTENANCE_SECONDS": "5",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
     }

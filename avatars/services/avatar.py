@@ -5,21 +5,26 @@ from __future__ import annotations
 import logging
 import shutil
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.uploadedfile import UploadedFile
+from django.contrib.auth.models import User
+from django.core.files import File
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from avatars.models import AVATAR_ID_VALIDATOR, Avatar
+from avatars.signals import avatar_deleted, avatar_prepared
+from inference.config import PrepareConfig
+from inference.layout import staging_leftovers
 from musetalk_site import realtime
+from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
+from musetalk_site.runs import claimed_run
 from musetalk_site.uploads import video_upload_check
-from musetalk_site.worker import current_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -66,9 +71,9 @@ def _check_avatar_id(avatar_id: str) -> None:
 
 def avatar_prepare_request(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     avatar_id: str,
-    video: UploadedFile,
+    video: File,
     batch_size: int = 20,
     bbox_shift: int = 0,
     force_recreate: bool = False,
@@ -93,9 +98,9 @@ def avatar_prepare_request(
 
 
 def _prepare_request_locked(
-    owner: AbstractBaseUser,
+    owner: User,
     avatar_id: str,
-    video: UploadedFile,
+    video: File,
     batch_size: int,
     bbox_shift: int,
     force_recreate: bool,
@@ -130,7 +135,7 @@ def _prepare_request_locked(
     return avatar, True
 
 
-def _delete_media_file(name: str) -> None:
+def _delete_media_file(name: str | None) -> None:
     if name:
         (Path(settings.MEDIA_ROOT) / name).unlink(missing_ok=True)
 
@@ -183,20 +188,13 @@ def avatar_prepare_run(*, avatar_pk: int, revision: int) -> None:
         return
     avatar = Avatar.objects.get(pk=avatar_pk)
     _publish(avatar, "progress")
-    try:
+    with claimed_run(
+        f"avatar {avatar_pk} preparation",
+        on_failure=lambda message: _prepare_failed(avatar, revision, message),
+        internal_message="internal error during preparation",
+    ):
         manifest = _run_engine_prepare(avatar, revision)
-    except Exception as exc:
-        _prepare_failed(avatar, revision, exc)
-        if not _is_permanent(exc):
-            raise
-        return
-    _prepare_succeeded(avatar, revision, manifest)
-
-
-def _is_permanent(exc: Exception) -> bool:
-    from inference.errors import InferenceError
-
-    return isinstance(exc, InferenceError) and exc.permanent
+        _prepare_succeeded(avatar, revision, manifest)
 
 
 def _progress_writer(avatar: Avatar, revision: int):
@@ -213,19 +211,18 @@ def _progress_writer(avatar: Avatar, revision: int):
 def remove_stale_staging(folder: Path) -> None:
     """Drop staging folders a killed preparation left next to ``folder`` (never a half avatar:
     the engine only renames a finished staging folder into place)."""
-    for staging in folder.parent.glob(f".{folder.name}.tmp-*"):
+    for staging in staging_leftovers(folder):
         shutil.rmtree(staging, ignore_errors=True)
 
 
 def _run_engine_prepare(avatar: Avatar, revision: int) -> Any:
-    from inference.config import PrepareConfig
-    from musetalk_site.worker import get_engine
-
     engine = get_engine()
     remove_stale_staging(avatar_dir(avatar))  # this revision owns the avatar: claimed above
     config = PrepareConfig(bbox_shift=avatar.bbox_shift, batch_size=avatar.batch_size)
+    video = avatar.source_video.name
+    assert video is not None  # every preparation request stores the source video first
     return engine.prepare(
-        Path(settings.MEDIA_ROOT) / avatar.source_video.name,
+        Path(settings.MEDIA_ROOT) / video,
         avatar_dir(avatar),
         config=config,
         progress=_progress_writer(avatar, revision),
@@ -233,7 +230,6 @@ def _run_engine_prepare(avatar: Avatar, revision: int) -> Any:
 
 
 def _prepare_succeeded(avatar: Avatar, revision: int, manifest: Any) -> None:
-    from musetalk_site.worker import get_engine
 
     get_engine().evict(avatar_dir(avatar))
     Avatar.objects.filter(pk=avatar.pk, revision=revision).update(
@@ -253,12 +249,10 @@ def _prepare_succeeded(avatar: Avatar, revision: int, manifest: Any) -> None:
     )
     avatar.refresh_from_db()
     _publish(avatar, "ready")
+    avatar_prepared.send(sender=Avatar, avatar=avatar)
 
 
-def _prepare_failed(avatar: Avatar, revision: int, exc: Exception) -> None:
-    message = getattr(exc, "message", None) or "internal error during preparation"
-    if not getattr(exc, "message", None):
-        logger.exception("avatar %s preparation crashed", avatar.pk)
+def _prepare_failed(avatar: Avatar, revision: int, message: str) -> None:
     # With assets from an earlier preparation the avatar keeps serving them.
     status = Avatar.Status.READY if avatar.has_assets else Avatar.Status.FAILED
     prefix = "re-preparation failed: " if avatar.has_assets else ""
@@ -276,7 +270,6 @@ def _tree_size(folder: Path) -> int:
 def avatar_delete(*, avatar: Avatar) -> None:
     """Delete the avatar, its jobs, its files; workers drop it from their caches."""
     from avatars.tasks import avatar_cache_evict
-    from sessions_app.hls import hls_avatar_files_remove
 
     folder = avatar_dir(avatar)
     video = avatar.source_video.name if avatar.source_video else ""
@@ -287,9 +280,9 @@ def avatar_delete(*, avatar: Avatar) -> None:
         avatar.delete()
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
         for name in [video, *results, *audio]:
-            transaction.on_commit(lambda name=name: _delete_media_file(name))
+            transaction.on_commit(partial(_delete_media_file, name))
         transaction.on_commit(lambda: avatar_cache_evict.send(key))
-        transaction.on_commit(lambda: hls_avatar_files_remove(avatar=avatar))
+        transaction.on_commit(lambda: avatar_deleted.send(sender=Avatar, avatar=avatar))
 
 
 def avatar_cache_warm(*, avatar: Avatar) -> None:
@@ -315,9 +308,7 @@ def avatar_cache_clear(*, avatar: Avatar) -> None:
 WORKER_LOST = "the worker preparing this avatar stopped unexpectedly; please try again"
 
 
-def _claim_is_orphaned():
-    from django.db.models import Q
-
+def _claim_is_orphaned() -> Q:
     grace = timezone.now() - timedelta(seconds=settings.WORKER_STALE_SECONDS)
     return Q(started_at__lt=grace) | Q(started_at__isnull=True)
 

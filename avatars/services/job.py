@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
-from django.core.files.uploadedfile import UploadedFile
+from django.contrib.auth.models import User
+from django.core.files import File
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -19,10 +18,13 @@ from django.utils import timezone
 from avatars.models import GenerationJob
 from avatars.selectors import avatar_get_usable_for_user
 from avatars.services.avatar import avatar_dir
+from inference.config import GenerateConfig
 from musetalk_site import realtime
+from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
+from musetalk_site.ids import new_request_id
+from musetalk_site.runs import claimed_run
 from musetalk_site.uploads import audio_upload_check
-from musetalk_site.worker import current_worker_id
 
 logger = logging.getLogger(__name__)
 
@@ -50,15 +52,11 @@ def _publish(job: GenerationJob, event: str, **extra: Any) -> None:
     )
 
 
-def new_request_id(avatar_id: str) -> str:
-    return f"{avatar_id}_req_{secrets.token_hex(4)}"
-
-
 def job_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     avatar_id: str,
-    audio: UploadedFile,
+    audio: File,
     batch_size: int = 2,
     fps: int = 25,
 ) -> GenerationJob:
@@ -125,18 +123,18 @@ def job_run(*, job_pk: int) -> None:
         return
     job = GenerationJob.objects.select_related("avatar").get(pk=job_pk)
     _publish(job, "progress")
-    try:
-        result = _run_engine_generate(job)
-    except JobCancelled:
-        _finish(job, GenerationJob.Status.CANCELLED, event="cancelled")
-    except Exception as exc:
-        message = getattr(exc, "message", None)
-        if message is None:
-            logger.exception("job %s crashed", job.request_id)
-        _finish(job, GenerationJob.Status.FAILED, event="error", error=message or "internal error")
-        if message is None:
-            raise
-    else:
+    with claimed_run(
+        f"job {job.request_id}",
+        on_failure=lambda message: _finish(
+            job, GenerationJob.Status.FAILED, event="error", error=message
+        ),
+        internal_message="internal error",
+    ):
+        try:
+            result = _run_engine_generate(job)
+        except JobCancelled:
+            _finish(job, GenerationJob.Status.CANCELLED, event="cancelled")
+            return
         _succeed(job, result)
 
 
@@ -171,14 +169,13 @@ def _progress_writer(job: GenerationJob):
 
 
 def _run_engine_generate(job: GenerationJob) -> Any:
-    from inference.config import GenerateConfig
-    from musetalk_site.worker import get_engine
-
     out_path = Path(settings.MEDIA_ROOT) / result_name(job)
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    audio = job.audio_file.name
+    assert audio is not None  # job_create stores the audio before the row exists
     return get_engine().generate_file(
         avatar_dir(job.avatar),
-        Path(settings.MEDIA_ROOT) / job.audio_file.name,
+        Path(settings.MEDIA_ROOT) / audio,
         out_path,
         config=GenerateConfig(batch_size=job.batch_size, fps=job.fps),
         progress=_progress_writer(job),

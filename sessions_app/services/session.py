@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import secrets
 import shutil
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import F
@@ -17,25 +17,18 @@ from django.utils import timezone
 
 from avatars.selectors import avatar_get_usable_for_user
 from musetalk_site.errors import ApplicationError
+from musetalk_site.ids import new_request_id
 from musetalk_site.uploads import audio_upload_check
+from sessions_app.hls import hls_idle_missing, hls_session_files_remove
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
 
 logger = logging.getLogger(__name__)
 
 
-# Beside the chunks: the utterance's whole audio as one continuous AAC track, for the HLS
-# segmenter (MPEG-TS has no edit lists to join separately encoded chunk audio cleanly).
-AUDIO_TRACK = "audio.m4a"
-
-
 def chunk_dir(request_id: str) -> Path:
     """Where the chunks of one utterance are written: MEDIA_ROOT/chunks/<request_id>/."""
     return Path(settings.MEDIA_ROOT) / "chunks" / request_id
-
-
-def new_request_id(avatar_id: str) -> str:
-    return f"{avatar_id}_req_{secrets.token_hex(4)}"
 
 
 def _expiry() -> datetime:
@@ -44,16 +37,17 @@ def _expiry() -> datetime:
 
 def session_create(
     *,
-    owner: AbstractBaseUser,
+    owner: User,
     avatar_id: str,
     user_id: str = "",
     batch_size: int = 2,
     fps: int = 25,
     chunk_duration: float = 2.0,
 ) -> StreamSession:
-    """Open a streaming session on one of the owner's ready avatars."""
+    """Open a streaming session on one of the owner's ready avatars. An avatar without its
+    HLS idle parts (prepared before they were made at preparation) gets them from the worker."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
-    return StreamSession.objects.create(
+    session = StreamSession.objects.create(
         owner=owner,
         avatar=avatar,
         user_id=user_id,
@@ -62,6 +56,15 @@ def session_create(
         chunk_duration=chunk_duration,
         expires_at=_expiry(),
     )
+    if hls_idle_missing(avatar=avatar):
+        transaction.on_commit(lambda: _send_idle_build(avatar.pk))
+    return session
+
+
+def _send_idle_build(avatar_pk: int) -> None:
+    from sessions_app.tasks import hls_idle_build
+
+    hls_idle_build.send(avatar_pk)
 
 
 def _check_open(session: StreamSession) -> None:
@@ -164,7 +167,7 @@ def _interrupt_requests(session: StreamSession) -> list[str]:
             stopped.append(request.request_id)
             was_speaking = request.status == StreamRequest.Status.STREAMING
             transaction.on_commit(
-                lambda r=request.request_id, s=was_speaking: _publish_interrupted(session, r, s)
+                partial(_publish_interrupted, session, request.request_id, was_speaking)
             )
     return stopped
 
@@ -226,15 +229,13 @@ def _close(session: StreamSession, *, reason: str) -> None:
 
 def session_files_remove(*, session: StreamSession) -> None:
     """Delete the chunk folders and uploaded audio of every utterance of ``session``."""
-    from sessions_app.hls import hls_session_files_remove
-
     for request in session.requests.all():
         shutil.rmtree(chunk_dir(request.request_id), ignore_errors=True)
         media_file_delete(name=request.audio_file.name if request.audio_file else "")
     hls_session_files_remove(session_id=session.session_id)
 
 
-def media_file_delete(*, name: str) -> None:
+def media_file_delete(*, name: str | None) -> None:
     if name:
         (Path(settings.MEDIA_ROOT) / name).unlink(missing_ok=True)
 

@@ -14,11 +14,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
-from musetalk_site.worker import current_worker_id
+from inference.config import GenerateConfig
+from inference.layout import AUDIO_TRACK, chunk_name
+from musetalk_site.engine import current_worker_id, get_engine
+from musetalk_site.runs import claimed_run
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
 from sessions_app.services.session import (
-    AUDIO_TRACK,
     chunk_dir,
     media_file_delete,
     session_files_remove,
@@ -28,11 +30,12 @@ from sessions_app.services.session import (
 logger = logging.getLogger(__name__)
 
 STOP_POLL_SECONDS = 0.5
+INTERNAL_ERROR = "internal error while streaming"
 WORKER_LOST = "the worker streaming this utterance stopped unexpectedly; please try again"
 
 
 def chunk_url(request_id: str, index: int) -> str:
-    return f"/chunks/{request_id}/chunk_{index + 1:04d}.mp4"
+    return f"/chunks/{request_id}/{chunk_name(index + 1)}"
 
 
 def chunk_event(chunk: StreamChunk, total_chunks: int) -> dict[str, Any]:
@@ -71,30 +74,28 @@ def stream_request_run(*, request_pk: int) -> None:
         return
     request = StreamRequest.objects.select_related("session__avatar").get(pk=request_pk)
     try:
-        _publish(request, {"event": "speaking_started", "request_id": request.request_id})
-        emitted, total = _run_chunks(request)
-    except Exception as exc:
-        _failed(request, exc)
-        if getattr(exc, "message", None) is None:
-            raise
-    else:
-        _finished(request, emitted, total)
+        with claimed_run(
+            f"stream {request.request_id}",
+            on_failure=lambda message: _failed(request, message),
+            internal_message=INTERNAL_ERROR,
+        ):
+            _publish(request, {"event": "speaking_started", "request_id": request.request_id})
+            _finished(request, *_run_chunks(request))
     finally:
         _cleanup(request)
 
 
 def _run_chunks(request: StreamRequest) -> tuple[int, int | None]:
     """Generate and announce the chunks; returns (chunks announced, chunks expected)."""
-    from inference.config import GenerateConfig
-    from musetalk_site.worker import get_engine
-
     session = request.session
     config = GenerateConfig(
         batch_size=session.batch_size, fps=session.fps, chunk_seconds=session.chunk_duration
     )
+    audio = request.audio_file.name
+    assert audio is not None  # session_stream_start stores the audio before the row exists
     chunks = get_engine().generate_chunks(
         avatar_dir(session.avatar),
-        Path(settings.MEDIA_ROOT) / request.audio_file.name,
+        Path(settings.MEDIA_ROOT) / audio,
         chunk_dir(request.request_id),
         config=config,
         cancelled=_stop_checker(request),
@@ -163,17 +164,15 @@ def _finished(request: StreamRequest, emitted: int, total: int | None) -> None:
     # Stopped early: an interruption or the session's end already set the status and told
     # the followers. Anything else is a failure.
     if StreamRequest.objects.filter(pk=request.pk, status=StreamRequest.Status.STREAMING).exists():
-        _failed(request, RuntimeError("generation stopped before the last chunk"))
+        logger.error("stream %s: generation stopped before the last chunk", request.request_id)
+        _failed(request, INTERNAL_ERROR)
 
 
 def _ids(request: StreamRequest) -> dict[str, str]:
     return {"request_id": request.request_id}
 
 
-def _failed(request: StreamRequest, exc: Exception) -> None:
-    message = getattr(exc, "message", None) or "internal error while streaming"
-    if not getattr(exc, "message", None):
-        logger.error("stream %s failed: %s", request.request_id, exc, exc_info=exc)
+def _failed(request: StreamRequest, message: str) -> None:
     failed = StreamRequest.objects.filter(
         pk=request.pk, status=StreamRequest.Status.STREAMING
     ).update(status=StreamRequest.Status.FAILED, error=message, finished_at=timezone.now())

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 
 from inference.errors import InferenceError
+from inference.layout import AUDIO_TRACK
 from inference.pipeline import Chunk
+from musetalk_site.engine import engine_install
 from sessions_app import services
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import events_after
-from sessions_app.services.session import AUDIO_TRACK
 from tests.factories import StreamRequestFactory, StreamSessionFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -48,11 +49,12 @@ class FakeEngine:
 
 
 @pytest.fixture
-def engine(monkeypatch) -> FakeEngine:
+def engine(monkeypatch) -> Iterator[FakeEngine]:
     fake = FakeEngine()
-    monkeypatch.setattr("musetalk_site.worker.get_engine", lambda: fake)
+    engine_install(fake, {"loaded": True})  # type: ignore[arg-type]  (a stand-in engine)
     monkeypatch.setattr("sessions_app.services.stream.STOP_POLL_SECONDS", 0.0)
-    return fake
+    yield fake
+    engine_install(None, {"error": "no engine in this test process"})
 
 
 def _queued(**session_fields: Any) -> StreamRequest:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from django.core.management.base import CommandError
 from tqdm import tqdm
@@ -12,8 +12,8 @@ from tqdm import tqdm
 def follow(
     read: Callable[[], tuple[str, int, str]],
     *,
-    done: set[str],
-    failed: set[str],
+    done: Collection[str],
+    failed: Collection[str],
     label: str,
     timeout: float,
 ) -> str:

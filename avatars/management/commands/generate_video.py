@@ -56,6 +56,7 @@ class Command(BaseCommand):
             label=job.request_id,
             timeout=opts["timeout"],
         )
+        assert job.result.name is not None  # follow() returned: the job succeeded
         result = Path(settings.MEDIA_ROOT) / job.result.name
         if opts["out"]:
             shutil.copyfile(result, opts["out"])
