@@ -39,6 +39,9 @@ class StreamSession(models.Model):
     last_activity_at = models.DateTimeField(auto_now_add=True)
     ended_at = models.DateTimeField(null=True, blank=True)
     chunks_served = models.PositiveIntegerField(default=0)
+    # No event of this session has an id above this (see sessions_app/realtime.py): after
+    # Redis lost its counter, numbering starts again from here, so ids never go backwards.
+    event_floor = models.PositiveBigIntegerField(default=0)
 
     class Meta:
         ordering = ["-created_at"]

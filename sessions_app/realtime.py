@@ -11,6 +11,13 @@ from the store. So nothing is lost, duplicated or reordered at the switch.
 A request that was interrupted is added to the session's "stopped" set by the same kind
 of atomic call, and the worker's later events for it are refused: once ``interrupted``
 has an id, no chunk of that request can get a larger one.
+
+Ids never go backwards, even when Redis loses its data (a restart without its append-only
+file, a flush, a new server): the database keeps a floor per session (``event_floor``) that
+no issued id exceeds. Redis refuses to number past the floor until it has been raised in
+the database (by ``FLOOR_STEP`` at a time), and a counter Redis no longer has starts again
+from the floor read fresh from the database. A follower whose ``Last-Event-ID`` came before
+the loss then sees a jump in ids and reads the store, so it loses nothing published after.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from musetalk_site import realtime
 from musetalk_site.redis_conn import redis_client
+from sessions_app.models import StreamSession
 
 logger = logging.getLogger(__name__)
 
@@ -34,10 +42,16 @@ BACKLOG_SIZE = 2000  # events kept per session for late and reconnecting followe
 MESSAGE_TYPE = "session.event"  # handled by SessionEventsConsumer.session_event
 TERMINAL_EVENTS = {"session_ended"}
 
-# KEYS: counter, list, stopped set. ARGV: payload, refuse-if-stopped request id,
-# request id to stop, backlog size, key ttl. Returns the new id, or 0 when refused.
+# KEYS: counter, list, stopped set. ARGV: payload, refuse-if-stopped request id, request id
+# to stop, backlog size, key ttl, floor. Returns the new id; 0 when refused; NEEDS_START when
+# Redis has no counter (start it from the database's floor); NEEDS_FLOOR when the next id would
+# pass the floor (raise it in the database first).
+NEEDS_START, NEEDS_FLOOR = -1, -2
 _APPEND = """
 if ARGV[2] ~= '' and redis.call('SISMEMBER', KEYS[3], ARGV[2]) == 1 then return 0 end
+local current = redis.call('GET', KEYS[1])
+if not current then return -1 end
+if tonumber(current) >= tonumber(ARGV[6]) then return -2 end
 if ARGV[3] ~= '' then redis.call('SADD', KEYS[3], ARGV[3]) end
 local id = redis.call('INCR', KEYS[1])
 redis.call('RPUSH', KEYS[2], id .. ' ' .. ARGV[1])
@@ -45,6 +59,8 @@ redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return id
 """
+FLOOR_STEP = 1000  # ids a session may take before its floor is raised in the database again
+_floors: dict[str, int] = {}  # this process's last known floor per session (only ever lower)
 
 
 @dataclass(frozen=True)
@@ -75,13 +91,46 @@ def event_publish(
     stopped (atomically with numbering this event).
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
-    script = redis_client().register_script(_APPEND)  # EVALSHA, loaded once per server
-    args: list[str | int] = [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()]
-    event_id = int(script(keys=_keys(session_id), args=args))
+    event_id = _append(session_id, [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()])
     if not event_id:
         return None
     _broadcast(session_id, event_id, json.loads(data))
     return event_id
+
+
+def _append(session_id: str, args: list[str | int]) -> int:
+    """Number and store one event (the Lua script), keeping ids under the session's floor."""
+    script = redis_client().register_script(_APPEND)  # EVALSHA, loaded once per server
+    keys = _keys(session_id)
+    for _ in range(3):  # at most: start the counter, raise the floor, number
+        result = int(script(keys=keys, args=[*args, _floors.get(session_id, 0)]))
+        if result == NEEDS_START:
+            floor = _floor_read(session_id)
+            redis_client().set(keys[0], floor, nx=True, ex=_key_ttl())
+        elif result == NEEDS_FLOOR:
+            _floor_raise(session_id, int(redis_client().get(keys[0]) or 0) + FLOOR_STEP)
+        else:
+            return result
+    raise RuntimeError(f"could not number an event of session {session_id}")
+
+
+def _floor_read(session_id: str) -> int:
+    floor = (
+        StreamSession.objects.filter(session_id=session_id)
+        .values_list("event_floor", flat=True)
+        .first()
+    )
+    _floors[session_id] = floor or 0
+    return _floors[session_id]
+
+
+def _floor_raise(session_id: str, floor: int) -> None:
+    """Raise the session's floor to at least ``floor`` (never lower it)."""
+    sessions = StreamSession.objects.filter(session_id=session_id)
+    sessions.filter(event_floor__lt=floor).update(event_floor=floor)
+    stored = sessions.values_list("event_floor", flat=True).first()
+    # A session without a row (deleted meanwhile) has nothing left to protect.
+    _floors[session_id] = floor if stored is None else stored
 
 
 def _broadcast(session_id: str, event_id: int, payload: dict[str, Any]) -> None:

@@ -1,8 +1,16 @@
 from __future__ import annotations
 
 import pytest
+from asgiref.sync import sync_to_async
 
+from musetalk_site.redis_conn import redis_client
+from sessions_app import realtime
 from sessions_app.realtime import EventCursor, event_publish, events_after
+from tests.factories import StreamSessionFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+# Numbering reads the database now and then: async tests publish from a thread.
+publish = sync_to_async(event_publish)
 
 
 def test_events_are_numbered_in_order_and_stored(redis_server):
@@ -21,13 +29,43 @@ def test_events_of_a_stopped_request_are_refused(redis_server):
 @pytest.mark.asyncio
 async def test_the_cursor_drops_duplicates_and_fills_gaps_from_the_store(redis_server):
     for i in range(4):
-        event_publish("rt-c", {"event": "chunk", "index": i})
+        await publish("rt-c", {"event": "chunk", "index": i})
     cursor = EventCursor("rt-c", last_id=1)
     assert [e.id for e in await cursor.replay()] == [2, 3, 4]
     assert await cursor.live({"id": 3, "payload": {}}) == []  # already replayed
-    event_publish("rt-c", {"event": "chunk", "index": 4})
-    event_publish("rt-c", {"event": "chunk", "index": 5})
+    await publish("rt-c", {"event": "chunk", "index": 4})
+    await publish("rt-c", {"event": "chunk", "index": 5})
     # The live message of id 6 overtook id 5: both come out, in order.
     delivered = await cursor.live({"id": 6, "payload": {"event": "chunk", "index": 5}})
     assert [e.id for e in delivered] == [5, 6]
     assert [e.id for e in await cursor.live({"id": 5, "payload": {}})] == []
+
+
+def test_ids_never_go_backwards_after_redis_loses_its_data(redis_server, monkeypatch):
+    session = StreamSessionFactory()
+    before = [event_publish(session.session_id, {"event": "chunk", "index": i}) for i in range(3)]
+    redis_client().flushdb()  # a restart without persistence, a flush, a new server
+    monkeypatch.setattr(realtime, "_floors", {})  # and a process that never numbered it
+    after = event_publish(session.session_id, {"event": "chunk", "index": 3})
+    assert before == [1, 2, 3] and after is not None and after > 3
+
+
+def test_the_floor_is_raised_before_any_id_passes_it(redis_server, monkeypatch):
+    monkeypatch.setattr(realtime, "FLOOR_STEP", 2)
+    session = StreamSessionFactory()
+    for index in range(7):
+        event_id = event_publish(session.session_id, {"event": "chunk", "index": index})
+        session.refresh_from_db()
+        assert event_id == index + 1 and session.event_floor >= event_id
+
+
+@pytest.mark.asyncio
+async def test_a_follower_from_before_the_loss_gets_every_later_event(redis_server):
+    session = await sync_to_async(StreamSessionFactory)()
+    for index in range(3):
+        await publish(session.session_id, {"event": "chunk", "index": index})
+    cursor = EventCursor(session.session_id, last_id=3)  # its Last-Event-ID
+    await sync_to_async(redis_client().flushdb)()
+    new_id = await publish(session.session_id, {"event": "chunk", "index": 3})
+    delivered = await cursor.live({"id": new_id, "payload": {"event": "chunk", "index": 3}})
+    assert [event.payload["index"] for event in delivered] == [3]
