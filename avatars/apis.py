@@ -15,7 +15,14 @@ from avatars.models import Avatar, GenerationJob
 from avatars.presenters import avatar_payload, cache_status, job_payload, result_path
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
-from musetalk_site.pagination import paginate
+from musetalk_site.pagination import ListApi, paginate
+from musetalk_site.schema import (
+    QUOTA_AVATARS_OR_STORAGE,
+    QUOTA_MINUTES,
+    QUOTA_STORAGE,
+    error,
+)
+from musetalk_site.throttles import UploadThrottle
 from musetalk_site.uploads import require_upload
 
 MULTIPART = [MultiPartParser, FormParser]
@@ -45,6 +52,7 @@ class AvatarOutputSerializer(serializers.Serializer):
 
 class AvatarPrepareApi(APIView):
     parser_classes = MULTIPART
+    throttle_classes = [UploadThrottle]
 
     class InputSerializer(serializers.Serializer):
         avatar_id = serializers.CharField(max_length=64)
@@ -56,7 +64,15 @@ class AvatarPrepareApi(APIView):
     class OutputSerializer(AvatarOutputSerializer):
         message = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["avatars"])
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            403: error(QUOTA_AVATARS_OR_STORAGE),
+            409: error("The avatar is being prepared already."),
+        },
+        tags=["avatars"],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -78,7 +94,9 @@ class AvatarPrepareApi(APIView):
         return Response(self.OutputSerializer({**avatar_payload(avatar), "message": message}).data)
 
 
-class AvatarListApi(APIView):
+class AvatarListApi(ListApi):
+    """``GET /avatars/``: the caller's avatars, newest first, a page at a time."""
+
     @extend_schema(responses={200: AvatarOutputSerializer(many=True)}, tags=["avatars"])
     def get(self, request: Request) -> Response:
         avatars = selectors.avatar_list_for_user(user=authenticated_user(request))
@@ -102,21 +120,34 @@ class AvatarDetailApi(APIView):
         return Response(status=204)
 
 
-class AvatarCacheApi(APIView):
-    class OutputSerializer(serializers.Serializer):
-        avatar_id = serializers.CharField()
-        cached = serializers.BooleanField()
-        workers = serializers.ListField(child=serializers.DictField())
-        message = serializers.CharField(required=False)
+class AvatarCacheOutputSerializer(serializers.Serializer):
+    avatar_id = serializers.CharField()
+    cached = serializers.BooleanField()
+    workers = serializers.ListField(child=serializers.DictField())
 
-    @extend_schema(responses={200: OutputSerializer}, tags=["avatars"])
+
+class AvatarCacheStatusApi(APIView):
+    """``GET /avatars/{id}/cache/status``: which generation workers hold the avatar."""
+
+    @extend_schema(responses={200: AvatarCacheOutputSerializer}, tags=["avatars"])
     def get(self, request: Request, avatar_id: str) -> Response:
         avatar = selectors.avatar_get_for_user(
             user=authenticated_user(request), avatar_id=avatar_id
         )
-        return Response(self.OutputSerializer(cache_status(avatar)).data)
+        return Response(AvatarCacheOutputSerializer(cache_status(avatar)).data)
 
-    @extend_schema(request=None, responses={200: OutputSerializer}, tags=["avatars"])
+
+class AvatarCacheWarmApi(APIView):
+    """``POST /avatars/{id}/cache/warm``: ask the generation workers to load the avatar."""
+
+    class OutputSerializer(AvatarCacheOutputSerializer):
+        message = serializers.CharField()
+
+    @extend_schema(
+        request=None,
+        responses={200: OutputSerializer, 409: error("The avatar is not ready.")},
+        tags=["avatars"],
+    )
     def post(self, request: Request, avatar_id: str) -> Response:
         avatar = selectors.avatar_get_for_user(
             user=authenticated_user(request), avatar_id=avatar_id
@@ -124,6 +155,13 @@ class AvatarCacheApi(APIView):
         services.avatar_cache_warm(avatar=avatar)
         payload = {**cache_status(avatar), "message": "Warming queued."}
         return Response(self.OutputSerializer(payload).data)
+
+
+class AvatarCacheClearApi(APIView):
+    """``DELETE /avatars/{id}/cache``: ask the generation workers to drop the avatar."""
+
+    class OutputSerializer(AvatarCacheOutputSerializer):
+        message = serializers.CharField()
 
     @extend_schema(responses={200: OutputSerializer}, tags=["avatars"])
     def delete(self, request: Request, avatar_id: str) -> Response:
@@ -157,6 +195,7 @@ class JobOutputSerializer(serializers.Serializer):
 
 class JobCreateApi(APIView):
     parser_classes = MULTIPART
+    throttle_classes = [UploadThrottle]
 
     class InputSerializer(serializers.Serializer):
         avatar_id = serializers.CharField(max_length=64)
@@ -167,7 +206,17 @@ class JobCreateApi(APIView):
     class OutputSerializer(JobOutputSerializer):
         message = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["generate"])
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            403: error(QUOTA_STORAGE),
+            404: error("The caller has no avatar of that avatar_id."),
+            409: error("The avatar is not ready."),
+            429: error(QUOTA_MINUTES),
+        },
+        tags=["generate"],
+    )
     def post(self, request: Request) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -184,7 +233,9 @@ class JobCreateApi(APIView):
         return Response(self.OutputSerializer(payload).data)
 
 
-class JobListApi(APIView):
+class JobListApi(ListApi):
+    """``GET /generate/``: the caller's generation jobs, newest first, a page at a time."""
+
     @extend_schema(responses={200: JobOutputSerializer(many=True)}, tags=["generate"])
     def get(self, request: Request) -> Response:
         jobs = selectors.job_list_for_user(user=authenticated_user(request))
@@ -199,15 +250,42 @@ class JobStatusApi(APIView):
 
 
 class JobCancelApi(APIView):
-    @extend_schema(request=None, responses={200: JobOutputSerializer}, tags=["generate"])
+    @extend_schema(
+        request=None,
+        responses={200: JobOutputSerializer, 409: error("The job has finished already.")},
+        tags=["generate"],
+    )
     def post(self, request: Request, request_id: str) -> Response:
         job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
         job = services.job_cancel(job=job)
         return Response(JobOutputSerializer(job_payload(job)).data)
 
 
+class JobDeleteApi(APIView):
+    """``DELETE /generate/{id}``: delete a finished job, its uploaded audio and its video."""
+
+    @extend_schema(
+        responses={
+            204: None,
+            404: error("The caller has no job of that request_id."),
+            409: error("The job is queued or running: cancel it first."),
+        },
+        tags=["generate"],
+    )
+    def delete(self, request: Request, request_id: str) -> Response:
+        job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
+        services.job_delete(job=job)
+        return Response(status=204)
+
+
 class JobDownloadApi(APIView):
-    @extend_schema(responses={(200, "video/mp4"): bytes}, tags=["generate"])
+    @extend_schema(
+        responses={
+            (200, "video/mp4"): bytes,
+            409: error("The job has not succeeded (or its video is gone)."),
+        },
+        tags=["generate"],
+    )
     def get(self, request: Request, request_id: str) -> FileResponse:
         job = selectors.job_get_for_user(user=authenticated_user(request), request_id=request_id)
         path = result_path(job)

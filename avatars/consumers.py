@@ -10,7 +10,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from avatars.feeds import AVATAR_TERMINAL, JOB_TERMINAL, avatar_snapshot, job_snapshot
 from musetalk_site import realtime
-from musetalk_site.errors import NotAuthenticatedError, close_frame
+from musetalk_site.errors import NotAuthenticatedError, websocket_refuse
 
 
 class _ProgressConsumer(AsyncJsonWebsocketConsumer):
@@ -34,8 +34,7 @@ class _ProgressConsumer(AsyncJsonWebsocketConsumer):
                 raise NotAuthenticatedError()
             current = await self.snapshot()
         except Exception as exc:
-            code, reason = close_frame(exc)
-            await self.close(code=code, reason=reason)
+            await websocket_refuse(self, exc)
             return
         self.group = self.group_for(user)
         await self.channel_layer.group_add(self.group, self.channel_name)

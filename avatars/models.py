@@ -48,6 +48,11 @@ class Avatar(models.Model):
     # True while the previous preparation keeps serving during a force_recreate.
     has_assets = models.BooleanField(default=False)
     worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
+    # The broker's id of the message last sent for this revision, when, and how often it was
+    # re-sent after the broker lost it (musetalk_site/broker.py).
+    message_id = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    resends = models.PositiveSmallIntegerField(default=0)
     frame_count = models.PositiveIntegerField(null=True, blank=True)
     fps = models.FloatField(null=True, blank=True)
     width = models.PositiveIntegerField(null=True, blank=True)
@@ -102,6 +107,10 @@ class GenerationJob(models.Model):
     cancel_requested = models.BooleanField(default=False)
     attempts = models.PositiveSmallIntegerField(default=0)
     worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
+    # As on Avatar: the message last sent, when, and how often the broker lost it.
+    message_id = models.CharField(max_length=64, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    resends = models.PositiveSmallIntegerField(default=0)
     queued_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     first_frame_at = models.DateTimeField(null=True, blank=True)

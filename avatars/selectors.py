@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import QuerySet
+from django.db.models import QuerySet, Sum
 from django.http import Http404
 
 from avatars.models import Avatar, GenerationJob
@@ -51,3 +54,36 @@ def job_get_for_user(*, user: User, request_id: str) -> GenerationJob:
     if job is None:
         raise Http404(f"Request {request_id!r} not found.")
     return job
+
+
+def avatar_count_for_user(*, user: User) -> int:
+    """Every avatar of the user counts against the avatar quota, whatever its status."""
+    return Avatar.objects.filter(owner=user).count()
+
+
+def storage_bytes_for_user(*, user: User) -> int:
+    """Bytes the user's avatars and videos keep in MEDIA_ROOT: prepared assets (measured when
+    prepared), source videos, generated videos and their uploaded audio."""
+    avatars = Avatar.objects.filter(owner=user)
+    assets = avatars.aggregate(total=Sum("size_bytes"))["total"] or 0
+    names = list(avatars.values_list("source_video", flat=True))
+    for audio, result in GenerationJob.objects.filter(owner=user).values_list(
+        "audio_file", "result"
+    ):
+        names += [audio, result]
+    return assets + sum(_file_size(name) for name in names if name)
+
+
+def _file_size(name: str) -> int:
+    try:
+        return (Path(settings.MEDIA_ROOT) / name).stat().st_size
+    except OSError:
+        return 0  # already gone: it takes no room
+
+
+def avatar_usage_for_user(*, user: User) -> dict[str, int]:
+    """The avatars app's share of the user's quota usage (musetalk_site.quotas)."""
+    return {
+        "avatars": avatar_count_for_user(user=user),
+        "storage_bytes": storage_bytes_for_user(user=user),
+    }

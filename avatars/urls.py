@@ -2,28 +2,30 @@ from __future__ import annotations
 
 from django.urls import path
 
+import musetalk_site.converters  # noqa: F401 - registers <id:...>
 from avatars import apis, views
 
 urlpatterns = [
     path("avatars/prepare", apis.AvatarPrepareApi.as_view(), name="avatar-prepare"),
     path("avatars/", apis.AvatarListApi.as_view(), name="avatar-list"),
-    path("avatars/<str:avatar_id>", apis.AvatarDetailApi.as_view(), name="avatar-detail"),
-    path("avatars/<str:avatar_id>/events", views.avatar_events, name="avatar-events"),
+    path("avatars/<id:avatar_id>", apis.AvatarDetailApi.as_view(), name="avatar-detail"),
+    path("avatars/<id:avatar_id>/events", views.avatar_events, name="avatar-events"),
     path(
-        "avatars/<str:avatar_id>/cache/warm",
-        apis.AvatarCacheApi.as_view(),
+        "avatars/<id:avatar_id>/cache/warm",
+        apis.AvatarCacheWarmApi.as_view(),
         name="avatar-cache-warm",
     ),
-    path("avatars/<str:avatar_id>/cache", apis.AvatarCacheApi.as_view(), name="avatar-cache"),
+    path("avatars/<id:avatar_id>/cache", apis.AvatarCacheClearApi.as_view(), name="avatar-cache"),
     path(
-        "avatars/<str:avatar_id>/cache/status",
-        apis.AvatarCacheApi.as_view(),
+        "avatars/<id:avatar_id>/cache/status",
+        apis.AvatarCacheStatusApi.as_view(),
         name="avatar-cache-status",
     ),
     path("generate", apis.JobCreateApi.as_view(), name="job-create"),
     path("generate/", apis.JobListApi.as_view(), name="job-list"),
-    path("generate/<str:request_id>/status", apis.JobStatusApi.as_view(), name="job-status"),
-    path("generate/<str:request_id>/cancel", apis.JobCancelApi.as_view(), name="job-cancel"),
-    path("generate/<str:request_id>/download", apis.JobDownloadApi.as_view(), name="job-download"),
-    path("generate/<str:request_id>/events", views.job_events, name="job-events"),
+    path("generate/<id:request_id>", apis.JobDeleteApi.as_view(), name="job-delete"),
+    path("generate/<id:request_id>/status", apis.JobStatusApi.as_view(), name="job-status"),
+    path("generate/<id:request_id>/cancel", apis.JobCancelApi.as_view(), name="job-cancel"),
+    path("generate/<id:request_id>/download", apis.JobDownloadApi.as_view(), name="job-download"),
+    path("generate/<id:request_id>/events", views.job_events, name="job-events"),
 ]

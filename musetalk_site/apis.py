@@ -9,15 +9,13 @@ from rest_framework.authtoken.models import Token
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
+from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.health import health_report
-
-
-class TokenThrottle(AnonRateThrottle):
-    rate = "30/min"
+from musetalk_site.quotas import quota_summary_for_user
+from musetalk_site.throttles import TokenThrottle
 
 
 class AuthTokenApi(APIView):
@@ -63,14 +61,37 @@ class HealthApi(APIView):
         return Response(report, status=status.HTTP_200_OK if ok else 503)
 
 
+class UsageSerializer(serializers.Serializer):
+    """What the user has used; minutes count this calendar month (UTC)."""
+
+    avatars = serializers.IntegerField()
+    active_sessions = serializers.IntegerField()
+    monthly_minutes = serializers.FloatField()
+    storage_mb = serializers.FloatField()
+    month_renews_at = serializers.DateTimeField()
+
+
+class LimitsSerializer(serializers.Serializer):
+    """The limits in force for the user; null: unlimited."""
+
+    avatars = serializers.IntegerField(allow_null=True)
+    active_sessions = serializers.IntegerField(allow_null=True)
+    monthly_minutes = serializers.IntegerField(allow_null=True)
+    storage_mb = serializers.IntegerField(allow_null=True)
+
+
 class MeApi(APIView):
-    """The authenticated user: lets an app check its token."""
+    """The authenticated user, with their usage and limits: lets an app check its token."""
 
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         username = serializers.CharField()
         is_staff = serializers.BooleanField()
+        usage = UsageSerializer()
+        limits = LimitsSerializer()
 
     @extend_schema(responses={200: OutputSerializer}, tags=["auth"])
     def get(self, request: Request) -> Response:
-        return Response(self.OutputSerializer(request.user).data)
+        user = authenticated_user(request)
+        me = {"id": user.pk, "username": user.username, "is_staff": user.is_staff}
+        return Response(self.OutputSerializer({**me, **quota_summary_for_user(user=user)}).data)

@@ -80,6 +80,29 @@ def env_float(
     return value
 
 
+_RATE_PERIODS = {"s", "sec", "second", "m", "min", "minute", "h", "hour", "d", "day"}
+
+
+def env_rate(
+    name: str, default: str | None, *, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """A DRF throttle rate such as ``30/min`` (``N/s|sec|m|min|h|hour|d|day``); ``0`` or an
+    empty value: no limit (None)."""
+    raw = _source(environ).get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in {"", "0"}:
+        return None
+    count, _, period = value.partition("/")
+    if not (count.isdigit() and int(count) >= 1 and period in _RATE_PERIODS):
+        raise ImproperlyConfigured(
+            f"{name} must be a rate such as 30/min (N/s, N/min, N/hour or N/day; 0: no limit), "
+            f"got {raw!r}"
+        )
+    return f"{int(count)}/{period}"
+
+
 def env_list(
     name: str, default: list[str] | None = None, *, environ: Mapping[str, str] | None = None
 ) -> list[str]:

@@ -7,6 +7,7 @@ reasons and pages. Unexpected exceptions are not known: they stay 500s and get l
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import exception_handler
+
+TOKEN_CHALLENGE = 'Token realm="api"'  # the WWW-Authenticate header of every 401
 
 
 class ApplicationError(Exception):
@@ -59,6 +62,10 @@ def error_payload(exc: BaseException) -> ErrorPayload | None:
         return ErrorPayload(403, "You do not have permission to perform this action.", {})
     if isinstance(exc, DjangoValidationError):
         exc = exceptions.ValidationError(as_serializer_error(exc))
+    if isinstance(exc, exceptions.Throttled):
+        wait = getattr(exc, "wait", None)  # whole seconds, as in Retry-After
+        extra = {} if wait is None else {"wait_seconds": wait}
+        return ErrorPayload(exc.status_code, _message_from_detail(exc.detail), extra)
     if isinstance(exc, exceptions.APIException):
         extra = {"fields": exc.detail} if isinstance(exc, exceptions.ValidationError) else {}
         if not isinstance(exc.detail, dict):
@@ -86,6 +93,21 @@ def close_frame(exc: BaseException) -> tuple[int, str]:
     return 4000 + payload.status, reason
 
 
+async def websocket_refuse(consumer: Any, exc: BaseException) -> None:
+    """Answer a refused WebSocket: the error body as one text message, then the close code.
+
+    The handshake is accepted first (a server that closes before accepting makes the client
+    see a bare HTTP 403), and the body is sent as a message because daphne drops close
+    reasons.
+    """
+    code, reason = close_frame(exc)
+    payload = error_payload(exc)
+    assert payload is not None  # close_frame raised otherwise
+    await consumer.accept()
+    await consumer.send(text_data=json.dumps({"event": "error", **payload.body()}))
+    await consumer.close(code=code, reason=reason)
+
+
 def _message_from_detail(detail: Any) -> str:
     if isinstance(detail, dict):
         if "detail" in detail:
@@ -111,7 +133,7 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         response = Response(status=payload.status)
     response.data = payload.body()
     if payload.status == 401 and not response.has_header("WWW-Authenticate"):
-        response["WWW-Authenticate"] = 'Token realm="api"'
+        response["WWW-Authenticate"] = TOKEN_CHALLENGE
     return response
 
 

@@ -4,7 +4,9 @@ Checks its environment first (a bad value is one line on stderr and exit status 
 anything starts), resolves the model profile with the engine's own ``auto`` rule
 (:func:`inference.profiles.resolve_profile`: real weights, else a download, else a loud demo
 mode), prepares the database and static files, creates the demo account, then runs Redis
-(embedded unless ``REDIS_URL`` is set), the worker and daphne until Ctrl-C.
+(embedded unless ``REDIS_URL`` is set), the workers and daphne until Ctrl-C, restarting any
+of them that dies (:class:`Supervisor`). Ctrl-C stops them gracefully; a second one kills
+what is still running.
 
 This process never imports torch: only the worker loads models.
 """
@@ -18,7 +20,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -29,7 +32,7 @@ from inference.config import PROFILES
 from inference.errors import InferenceError
 from inference.profiles import DEMO_WARNING, PROFILE_AUTO, ResolvedProfile, resolve_profile
 from musetalk_site.env import env_choice, env_float, env_int, env_str
-from musetalk_site.stack import BASE_DIR, Stack, StackConfig
+from musetalk_site.stack import BASE_DIR, Child, Stack, StackConfig
 
 logger = logging.getLogger("musetalk.launcher")
 
@@ -49,6 +52,7 @@ class LaunchConfig:
     worker_processes: int
     worker_threads: int
     prepare_threads: int
+    worker_shutdown_seconds: float
     startup_timeout: float
 
 
@@ -66,6 +70,9 @@ def read_launch_config(env: Mapping[str, str]) -> LaunchConfig:
         worker_processes=env_int("WORKER_PROCESSES", 1, minimum=1, environ=env),
         worker_threads=env_int("WORKER_THREADS", 4, minimum=1, environ=env),
         prepare_threads=env_int("PREPARE_WORKER_THREADS", 1, minimum=1, environ=env),
+        worker_shutdown_seconds=env_float(
+            "WORKER_SHUTDOWN_SECONDS", 30.0, minimum=1.0, environ=env
+        ),
         startup_timeout=env_float("STARTUP_TIMEOUT", 300.0, minimum=1.0, environ=env),
     )
 
@@ -125,23 +132,94 @@ def _stack_config(config: LaunchConfig, env: dict[str, str]) -> StackConfig:
         worker_processes=config.worker_processes,
         worker_threads=config.worker_threads,
         prepare_threads=config.prepare_threads,
+        worker_shutdown_seconds=config.worker_shutdown_seconds,
     )
 
 
-def _wait_for_stop(stack: Stack, stop: threading.Event) -> int:
-    while not stop.wait(1.0):
-        dead = stack.dead_child()
-        if dead is not None:
-            logger.error("%s exited (code %s); stopping", dead.name, dead.process.returncode)
+@dataclass(frozen=True)
+class RestartPolicy:
+    """When a dead child is started again: after a delay that doubles with each recent crash,
+    and not more than ``limit`` times within ``window`` seconds (so a child that crashes at
+    boot does not spin)."""
+
+    first_delay: float = 1.0
+    max_delay: float = 30.0
+    limit: int = 5
+    window: float = 300.0
+
+    def delay(self, recent_crashes: int) -> float | None:
+        """Seconds to wait before restarting after the ``recent_crashes``-th crash (None: stop)."""
+        if recent_crashes > self.limit:
+            return None
+        return min(self.max_delay, self.first_delay * 2 ** (recent_crashes - 1))
+
+
+class GaveUp(RuntimeError):
+    """A child crashed more often than the restart policy allows."""
+
+
+class Supervisor:
+    """Keeps a started stack's children running; call :meth:`tick` every second or so."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        policy: RestartPolicy | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.stack = stack
+        self.policy = policy or RestartPolicy()
+        self.clock = clock
+        self.crashes: dict[str, list[float]] = {}
+        self.due: dict[str, float] = {}  # name -> when the pending restart is due
+
+    def tick(self) -> None:
+        """Reap children that died and restart those whose delay is over; ``GaveUp`` past the
+        policy's limit."""
+        for child in list(self.stack.children):
+            if child.name in self.due:
+                if self.clock() >= self.due[child.name]:
+                    del self.due[child.name]
+                    fresh = self.stack.respawn(child.name)
+                    logger.warning("restarted %s (pid %s)", child.name, fresh.process.pid)
+            elif child.process.poll() is not None:
+                self._crashed(child)
+
+    def _crashed(self, child: Child) -> None:
+        code = child.process.returncode
+        self.stack.reap(child)
+        now = self.clock()
+        recent = [t for t in self.crashes.get(child.name, []) if now - t < self.policy.window]
+        self.crashes[child.name] = recent + [now]
+        delay = self.policy.delay(len(recent) + 1)
+        if delay is None:
+            raise GaveUp(
+                f"{child.name} exited {len(recent) + 1} times in {self.policy.window:.0f} s "
+                f"(last exit code {code}); giving up"
+            )
+        self.due[child.name] = now + delay
+        logger.error("%s exited (code %s); restarting it in %g s", child.name, code, delay)
+
+
+def _supervise(supervisor: Supervisor, stop: threading.Event) -> int:
+    while not stop.wait(0.5):
+        try:
+            supervisor.tick()
+        except GaveUp as exc:
+            logger.error("%s; stopping", exc)
             return 1
     return 0
 
 
 def _run(stack: Stack, *, startup_timeout: float) -> int:
-    """Start the stack and keep it up until Ctrl-C or a dead child; always stop everything."""
+    """Start the stack and keep it up until Ctrl-C (or a child that keeps crashing); always
+    stop everything."""
     stop = threading.Event()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            logger.warning("stopping now: killing what is still running")
+            stack.hurry()
         stop.set()
 
     signal.signal(signal.SIGINT, _on_signal)
@@ -149,12 +227,16 @@ def _run(stack: Stack, *, startup_timeout: float) -> int:
     try:
         stack.start(health_timeout=startup_timeout)
         logger.info("MuseTalk is running: dashboard at %s/ (Ctrl-C to stop)", stack.base_url)
-        return _wait_for_stop(stack, stop)
+        return _supervise(Supervisor(stack), stop)
     except RuntimeError as exc:
         logger.error("%s", exc)
         return 1
     finally:
-        logger.info("stopping web, worker and Redis")
+        logger.info(
+            "stopping web and workers (running tasks get up to %g s; Ctrl-C again to kill"
+            " them), then Redis",
+            stack.config.worker_shutdown_seconds,
+        )
         stack.stop()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import dj_database_url
+from corsheaders.defaults import default_headers as cors_default_headers
 
 from musetalk_site.env import (
     env_bool,
@@ -12,6 +13,7 @@ from musetalk_site.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_secret,
     env_str,
 )
@@ -53,6 +55,40 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
+
+# HTTPS, for a site served behind a TLS-terminating reverse proxy (README "Production: HTTPS
+# behind a reverse proxy"). Everything is off by default: a local run is plain HTTP.
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = HTTPS
+CSRF_COOKIE_SECURE = HTTPS
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", HTTPS)
+# The launcher and load balancers probe /health over plain HTTP on the loopback.
+SECURE_REDIRECT_EXEMPT = [r"^health$"]
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Only behind a proxy that sets X-Forwarded-Proto itself: otherwise any client could claim
+# HTTPS.
+SECURE_PROXY_SSL_HEADER = (
+    ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("TRUST_X_FORWARDED_PROTO", False) else None
+)
+
+# CORS: off unless origins are listed. Cross-origin callers send an API token (header or
+# ?token=) or a player token, never cookies, so credentials are not allowed.
+CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
+CORS_ALLOW_CREDENTIALS = False
+# The API, SSE feeds, chunks and HLS; not the pages, the login or the admin.
+CORS_URLS_REGEX = (
+    r"^/(api/|avatars/|generate|sessions/|chunks/|hls/(?!player/)|player/chunks/"
+    r"|player/session/[^/]+/idle\.mp4$|health$)"
+)
+# EventSource resends Last-Event-ID on reconnect; media elements may ask for a Range.
+CORS_ALLOW_HEADERS = [*cors_default_headers, "last-event-id", "range"]
+CORS_EXPOSE_HEADERS = ["Content-Disposition", "Retry-After"]
+if CORS_ALLOWED_ORIGINS:
+    INSTALLED_APPS.append("corsheaders")
+    # Before anything that may answer: a preflight carries no credentials.
+    MIDDLEWARE.insert(0, "corsheaders.middleware.CorsMiddleware")
 
 ROOT_URLCONF = "musetalk_site.urls"
 ASGI_APPLICATION = "musetalk_site.asgi.application"
@@ -119,7 +155,8 @@ WHITENOISE_USE_FINDERS = True
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT", str(VAR_DIR / "media")))
 MEDIA_URL = "media/"
 
-# Uploads: Django spools large bodies to disk; these caps are the product's own limits.
+# Uploads: these caps are the product's own limits, checked before a body is read
+# (musetalk_site/body_limit.py); a file is written once, into MEDIA_ROOT/incoming.
 MAX_VIDEO_UPLOAD_BYTES = env_int("MAX_VIDEO_UPLOAD_MB", 200, minimum=1) * 1024 * 1024
 MAX_AUDIO_UPLOAD_BYTES = env_int("MAX_AUDIO_UPLOAD_MB", 50, minimum=1) * 1024 * 1024
 MAX_VIDEO_SECONDS = env_float("MAX_VIDEO_SECONDS", 120.0, minimum=1.0)
@@ -127,6 +164,28 @@ MAX_AUDIO_SECONDS = env_float("MAX_AUDIO_SECONDS", 300.0, minimum=1.0)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 0  # every upload is spooled to a temp file, then probed
 FILE_UPLOAD_HANDLERS = ["musetalk_site.uploads.LimitedUploadHandler"]
+# Caps on every other request body, and on any body sent without credentials (body_limit.py).
+MAX_REQUEST_BODY_BYTES = 1024 * 1024
+ANONYMOUS_REQUEST_BODY_BYTES = 64 * 1024
+
+# Per-user quotas (musetalk_site/quotas.py); each can be overridden per user in the admin.
+# 0: unlimited.
+QUOTA_MAX_AVATARS = env_int("QUOTA_MAX_AVATARS", 50, minimum=0)
+QUOTA_MAX_ACTIVE_SESSIONS = env_int("QUOTA_MAX_ACTIVE_SESSIONS", 20, minimum=0)
+QUOTA_MONTHLY_MINUTES = env_int("QUOTA_MONTHLY_MINUTES", 600, minimum=0)
+QUOTA_STORAGE_MB = env_int("QUOTA_STORAGE_MB", 20480, minimum=0)
+
+# Request rates (musetalk_site/throttles.py), DRF rates such as "30/min"; 0 or empty: no limit.
+# They are counted in Django's cache: the local memory of each web process.
+THROTTLE_TOKEN_RATE = env_rate("THROTTLE_TOKEN_RATE", "30/min")  # token requests per client IP
+THROTTLE_UPLOAD_RATE = env_rate("THROTTLE_UPLOAD_RATE", "120/min")  # uploads per user, all kinds
+# Reverse proxies in front that append the client's address to X-Forwarded-For; 0: the
+# connection's own address, so no client can pick its address by sending that header.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Retention (avatars/services/retention.py, run by worker maintenance); 0: kept for good.
+RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)  # finished jobs, files
+UPLOAD_RETENTION_HOURS = env_int("UPLOAD_RETENTION_HOURS", 24, minimum=0)  # their uploaded audio
 
 REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -164,6 +223,11 @@ PREPARE_WORKER_THREADS = env_int("PREPARE_WORKER_THREADS", 1, minimum=1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 30.0, minimum=1.0)
 WORKER_MAINTENANCE_SECONDS = env_float("WORKER_MAINTENANCE_SECONDS", 25.0, minimum=0.5)
+# Queued work is looked up in the broker once it has waited this long since it was sent; work
+# whose message was lost is re-sent at most QUEUE_RESEND_LIMIT times, then failed (utterances
+# are failed at once). See musetalk_site/broker.py.
+QUEUE_CHECK_AFTER_SECONDS = env_float("QUEUE_CHECK_AFTER_SECONDS", 30.0, minimum=1.0)
+QUEUE_RESEND_LIMIT = env_int("QUEUE_RESEND_LIMIT", 2, minimum=0)
 
 # Engine (the worker process reads these; the web process never imports torch).
 MODELS_DIR = Path(env_str("MODELS_DIR", str(BASE_DIR / "models")))
@@ -198,6 +262,7 @@ REST_FRAMEWORK = {
     "EXCEPTION_HANDLER": "musetalk_site.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "musetalk_site.schema.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "NUM_PROXIES": TRUSTED_PROXY_COUNT,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "MuseTalk platform API",

@@ -1,20 +1,26 @@
 """Upload checks shared by every endpoint that takes a media file.
 
-Size is enforced while the body streams in (``LimitedUploadHandler``), so a huge upload
-never lands on disk; type and content are then checked cheaply with a PyAV probe of the
-temporary file before anything is queued.
+Size is enforced twice while the body streams in: a body longer than its file's limit is
+refused before it is read (``musetalk_site/body_limit.py``), and ``LimitedUploadHandler``
+drops a file part over its field's limit. The file is written once, as it arrives, into
+``MEDIA_ROOT/incoming``: on MEDIA_ROOT's file system, so storing it is a rename, not a copy.
+Type and content are then checked cheaply with a PyAV probe of that file before anything is
+queued; the messages name the file as the client named it, never the temporary file.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 from django.conf import settings
 from django.core.files import File
-from django.core.files.uploadedfile import UploadedFile
-from django.core.files.uploadhandler import SkipFile, TemporaryFileUploadHandler
+from django.core.files.uploadedfile import TemporaryUploadedFile, UploadedFile
+from django.core.files.uploadhandler import FileUploadHandler, SkipFile, TemporaryFileUploadHandler
+from django.http.multipartparser import MultiPartParserError
 
 from inference.errors import MediaError
 from inference.media import AudioInfo, VideoInfo, probe_audio, probe_video
@@ -34,8 +40,33 @@ def field_limit(field_name: str) -> int:
     return settings.MAX_AUDIO_UPLOAD_BYTES
 
 
+def incoming_dir() -> Path:
+    """Where uploads are spooled while they arrive."""
+    return Path(settings.MEDIA_ROOT) / "incoming"
+
+
+class IncomingUploadedFile(TemporaryUploadedFile):
+    """An upload spooled into :func:`incoming_dir` (Django's would go to the temp folder,
+    often another file system, from where storing it is a second copy)."""
+
+    def __init__(
+        self,
+        name: str,
+        content_type: str,
+        size: int,
+        charset: str | None,
+        content_type_extra: dict[str, bytes] | None = None,
+    ) -> None:
+        folder = incoming_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        suffix = ".upload" + os.path.splitext(name)[1]
+        file = tempfile.NamedTemporaryFile(suffix=suffix, dir=folder)
+        # TemporaryUploadedFile.__init__ would open its file in FILE_UPLOAD_TEMP_DIR.
+        UploadedFile.__init__(self, file, name, content_type, size, charset, content_type_extra)
+
+
 class LimitedUploadHandler(TemporaryFileUploadHandler):
-    """Streams files to disk and drops any file over its field's size limit."""
+    """Streams files to :func:`incoming_dir` and drops any file over its field's limit."""
 
     def new_file(
         self,
@@ -46,8 +77,11 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
         charset: str | None = None,
         content_type_extra: dict[str, bytes] | None = None,
     ) -> None:
-        super().new_file(
-            field_name, file_name, content_type, content_length, charset, content_type_extra
+        FileUploadHandler.new_file(
+            self, field_name, file_name, content_type, content_length, charset, content_type_extra
+        )
+        self.file = IncomingUploadedFile(
+            self.file_name or "", self.content_type or "", 0, self.charset, self.content_type_extra
         )
         self._received = 0
         self._limit = field_limit(field_name)
@@ -62,17 +96,28 @@ class LimitedUploadHandler(TemporaryFileUploadHandler):
             raise SkipFile()
         return super().receive_data_chunk(raw_data, start)
 
+    def upload_complete(self) -> None:
+        """A body cut short fails the request instead of leaving the parts that had arrived
+        (its partial file is closed, so deleted, already: see ``body_stream``)."""
+        cut_short = getattr(getattr(self.request, "_stream", None), "cut_short", "")
+        if cut_short:
+            raise MultiPartParserError(cut_short)
+
+
+def too_large_error(field: str, limit_bytes: int) -> ApplicationError:
+    """The 413 of a file over its field's limit."""
+    return ApplicationError(
+        f"{field} is larger than the {limit_bytes // (1024 * 1024)} MB limit.",
+        {"field": field, "limit_bytes": limit_bytes},
+        status=413,
+    )
+
 
 def require_upload(request: object, files: dict, field: str) -> UploadedFile:
     """The uploaded file ``field``, or a 413/400 that says what is wrong."""
     too_large = getattr(request, _TOO_LARGE_ATTR, {})
     if field in too_large:
-        limit_mb = too_large[field] // (1024 * 1024)
-        raise ApplicationError(
-            f"{field} is larger than the {limit_mb} MB limit.",
-            {"field": field, "limit_bytes": too_large[field]},
-            status=413,
-        )
+        raise too_large_error(field, too_large[field])
     upload = files.get(field)
     if upload is None:
         raise ApplicationError(f"{field}: This field is required.", {"field": field})
@@ -108,12 +153,19 @@ def _probe(
             {"field": field},
             status=415,
         )
+    path = _path(upload)
     try:
-        return probe(_path(upload))
+        return probe(path)
     except MediaError as exc:
-        raise ApplicationError(
-            f"{field} is not {kind[1]}: {exc.message}", {"field": field}
-        ) from None
+        message = _as_client_named(exc.message, path, upload.name)
+        raise ApplicationError(f"{field} is not {kind[1]}: {message}", {"field": field}) from None
+
+
+def _as_client_named(message: str, path: str, client_name: str | None) -> str:
+    """``message`` about the file as the client named it: the temporary file's path and name
+    mean nothing to the client, and say where our files are."""
+    shown = Path(client_name or "").name or "the upload"
+    return message.replace(path, shown).replace(Path(path).name, shown)
 
 
 def _check_duration(field: str, seconds: float, limit: float) -> None:

@@ -13,7 +13,9 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM, authenticated_user
-from musetalk_site.pagination import paginate
+from musetalk_site.pagination import ListApi, paginate
+from musetalk_site.schema import QUOTA_MINUTES, QUOTA_SESSIONS, error
+from musetalk_site.throttles import UploadThrottle
 from musetalk_site.uploads import require_upload
 from sessions_app import selectors, services
 from sessions_app.models import StreamSession
@@ -84,7 +86,12 @@ class SessionCreateApi(APIView):
     @extend_schema(
         parameters=[InputSerializer],
         request=None,
-        responses={200: OutputSerializer},
+        responses={
+            200: OutputSerializer,
+            403: error(QUOTA_SESSIONS),
+            404: error("The caller has no avatar of that avatar_id."),
+            409: error("The avatar is not ready."),
+        },
         tags=["sessions"],
     )
     def post(self, request: Request) -> Response:
@@ -97,6 +104,7 @@ class SessionCreateApi(APIView):
 
 class SessionStreamApi(APIView):
     parser_classes = [MultiPartParser, FormParser]
+    throttle_classes = [UploadThrottle]
 
     class InputSerializer(serializers.Serializer):
         audio_file = serializers.FileField(required=False, help_text="WAV/MP3/M4A/OGG audio")
@@ -108,7 +116,16 @@ class SessionStreamApi(APIView):
         status = serializers.CharField()
         message = serializers.CharField()
 
-    @extend_schema(request=InputSerializer, responses={200: OutputSerializer}, tags=["sessions"])
+    @extend_schema(
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            409: error("Another utterance is streaming (send interrupt=true to replace it)."),
+            410: error("The session has ended or expired."),
+            429: error(QUOTA_MINUTES),
+        },
+        tags=["sessions"],
+    )
     def post(self, request: Request, session_id: str) -> Response:
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
@@ -128,7 +145,9 @@ class SessionStreamApi(APIView):
         return Response(self.OutputSerializer(payload).data)
 
 
-class SessionListApi(APIView):
+class SessionListApi(ListApi):
+    """``GET /sessions/``: the caller's sessions, newest first, a page at a time."""
+
     @extend_schema(responses={200: SessionOutputSerializer(many=True)}, tags=["sessions"])
     def get(self, request: Request) -> Response:
         sessions = selectors.session_list_for_user(user=authenticated_user(request))
@@ -173,7 +192,11 @@ class SessionInterruptApi(APIView):
         session_id = serializers.CharField()
         interrupted = serializers.ListField(child=serializers.CharField())
 
-    @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
+    @extend_schema(
+        request=None,
+        responses={200: OutputSerializer, 410: error("The session has ended or expired.")},
+        tags=["sessions"],
+    )
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.session_get_for_user(
             user=authenticated_user(request), session_id=session_id
@@ -190,7 +213,11 @@ class SessionKeepaliveApi(APIView):
         expires_in_seconds = serializers.IntegerField()
         player_url = serializers.CharField()
 
-    @extend_schema(request=None, responses={200: OutputSerializer}, tags=["sessions"])
+    @extend_schema(
+        request=None,
+        responses={200: OutputSerializer, 410: error("The session has ended or expired.")},
+        tags=["sessions"],
+    )
     def post(self, request: Request, session_id: str) -> Response:
         session = selectors.session_get_for_user(
             user=authenticated_user(request), session_id=session_id

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from musetalk_site.auth import TOKEN_PARAM
-from musetalk_site.errors import close_frame
+from musetalk_site.errors import websocket_refuse
 from sessions_app.feeds import closed_event, parse_last_event_id, session_for_access
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
@@ -38,8 +38,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             last_id = parse_last_event_id(self._query("last_event_id"))
             session = await session_for_access(user, self._query(TOKEN_PARAM), session_id)
         except Exception as exc:
-            code, reason = close_frame(exc)
-            await self.close(code=code, reason=reason)
+            await websocket_refuse(self, exc)
             return
         self.group = session_group(session.session_id)
         self.cursor = EventCursor(session.session_id, last_id)

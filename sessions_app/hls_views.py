@@ -20,6 +20,7 @@ from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM
 from musetalk_site.errors import ApplicationError
+from musetalk_site.schema import error
 from sessions_app import hls, selectors
 from sessions_app.models import StreamSession
 from sessions_app.players import player_error_page
@@ -82,7 +83,11 @@ class _PlaylistApi(APIView):
 
     @extend_schema(
         parameters=[ACCESS_TOKEN_QUERY],
-        responses={(200, hls.PLAYLIST_CONTENT_TYPE): str},
+        responses={
+            (200, hls.PLAYLIST_CONTENT_TYPE): str,
+            410: error("The session has ended or expired."),
+            503: error("The idle loop is still being built; retry after `Retry-After` s."),
+        },
         tags=["hls"],
     )
     def get(self, request: Request, session_id: str) -> HttpResponse:
@@ -113,7 +118,10 @@ class HlsSegmentApi(APIView):
 
     @extend_schema(
         parameters=[ACCESS_TOKEN_QUERY],
-        responses={(200, hls.SEGMENT_CONTENT_TYPE): bytes},
+        responses={
+            (200, hls.SEGMENT_CONTENT_TYPE): bytes,
+            410: error("The session has ended or expired."),
+        },
         tags=["hls"],
     )
     def get(self, request: Request, session_id: str, name: str) -> HttpResponse:

@@ -70,6 +70,8 @@ class StreamRequest(models.Model):
     first_chunk_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
+    # The broker's id of its message: a queued utterance whose message was lost is failed.
+    message_id = models.CharField(max_length=64, blank=True)
 
     ACTIVE_STATUSES = (Status.QUEUED, Status.STREAMING)
 

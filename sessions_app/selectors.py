@@ -9,6 +9,7 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.db.models import Count, Q, QuerySet, Sum
 from django.http import Http404
+from django.utils import timezone
 
 from inference.layout import chunk_number
 from musetalk_site.auth import user_for_token
@@ -29,23 +30,24 @@ def session_get_for_user(*, user: User, session_id: str) -> StreamSession:
     return session
 
 
-def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> StreamSession:
-    """The session for its owner (cookie, API token header or ``?token=<api key>``), or for
-    the holder of a player token of this very session; anyone else gets a 404 (or 401)."""
+def session_list_for_access(*, user: Any, token: str | None) -> QuerySet[StreamSession]:
+    """The sessions the caller may read: its owner's (cookie, API token header or
+    ``?token=<api key>``), or the one session of a player token. A caller with neither
+    gets a 401 before anything is looked up."""
     if token and not user.is_authenticated:
         token_session = player_token_session_id(token=token)
         if token_session is not None:
-            if token_session != session_id:
-                raise Http404(f"Session {session_id!r} not found.")
-            return _session_by_id(session_id)
+            return StreamSession.objects.select_related("avatar").filter(session_id=token_session)
         user = user_for_token(token)
     if not user.is_authenticated:
         raise NotAuthenticatedError()
-    return session_get_for_user(user=user, session_id=session_id)
+    return session_list_for_user(user=user)
 
 
-def _session_by_id(session_id: str) -> StreamSession:
-    session = StreamSession.objects.select_related("avatar").filter(session_id=session_id).first()
+def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> StreamSession:
+    """The session if the caller may read it; anyone else gets a 404 (or 401)."""
+    sessions = session_list_for_access(user=user, token=token)
+    session = sessions.filter(session_id=session_id).first()
     if session is None:
         raise Http404(f"Session {session_id!r} not found.")
     return session
@@ -68,17 +70,25 @@ def chunk_get_for_access(
     *, user: Any, token: str | None, request_id: str, name: str
 ) -> tuple[Path, StreamSession]:
     """The file of chunk ``name`` of ``request_id`` (and its session) if the caller may
-    read that session; a 404 otherwise."""
-    request = StreamRequest.objects.filter(request_id=request_id).select_related("session").first()
+    read that session; a 404 otherwise.
+
+    Access is settled before the request is looked up, and only among the caller's own
+    sessions: a caller who may not read a session gets the same answer whether or not the
+    request id exists, and never learns the session's id."""
+    sessions = session_list_for_access(user=user, token=token)
     number = chunk_number(name)
+    request = (
+        StreamRequest.objects.filter(request_id=request_id, session__in=sessions)
+        .select_related("session")
+        .first()
+    )
     if request is None or number is None:
         raise Http404("Chunk not found.")
-    session = session_get_for_access(user=user, token=token, session_id=request.session.session_id)
     chunk = request.chunks.filter(index=number - 1).first()
     path = Path(settings.MEDIA_ROOT) / chunk.file if chunk is not None else None
     if path is None or not path.is_file():
         raise Http404("Chunk not found.")
-    return path, session
+    return path, request.session
 
 
 def session_stats(*, user: User) -> dict[str, Any]:
@@ -101,3 +111,16 @@ def session_stats(*, user: User) -> dict[str, Any]:
         "chunks_generated": StreamChunk.objects.filter(request__in=requests).count(),
         "chunks_served": totals["chunks_served"] or 0,
     }
+
+
+def session_open_count_for_user(*, user: User) -> int:
+    """The user's sessions that are open now (one past its expiry is not, even before the
+    maintenance marks it expired)."""
+    return StreamSession.objects.filter(
+        owner=user, status=StreamSession.Status.ACTIVE, expires_at__gt=timezone.now()
+    ).count()
+
+
+def session_usage_for_user(*, user: User) -> dict[str, int]:
+    """The sessions app's share of the user's quota usage (musetalk_site.quotas)."""
+    return {"active_sessions": session_open_count_for_user(user=user)}

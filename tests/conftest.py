@@ -40,7 +40,7 @@ def _clean_redis_between_tests(request: pytest.FixtureRequest) -> Iterator[None]
             client.delete(key)
 
 
-def _database_url(settings_dict: dict) -> str:
+def database_url(settings_dict: dict) -> str:
     if settings_dict["ENGINE"].endswith("sqlite3"):
         return f"sqlite:///{settings_dict['NAME']}"
     user = settings_dict.get("USER") or ""
@@ -62,7 +62,7 @@ def live_stack(
     """
     from django.db import connection
 
-    env = {"DATABASE_URL": _database_url(connection.settings_dict)}
+    env = {"DATABASE_URL": database_url(connection.settings_dict)}
     stack = Stack(
         StackConfig(
             port=free_port(),

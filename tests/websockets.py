@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from channels.db import database_sync_to_async
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
@@ -27,3 +29,17 @@ async def ws_connect(path: str) -> tuple[WebsocketCommunicator, bool, int | None
     if not connected:
         await communicator.disconnect()
     return communicator, connected, code
+
+
+async def ws_refusal(path: str) -> int | None:
+    """The close code a refused client gets (None: it was not refused). The server accepts
+    the handshake and closes at once, so the client sees the code, not an HTTP 403."""
+    communicator = WebsocketCommunicator(application, path, headers=ORIGIN)
+    connected, code = await communicator.connect()
+    if connected:
+        error = json.loads((await communicator.receive_output(timeout=5))["text"])
+        assert error["event"] == "error" and error["message"], error  # the house error body
+        message = await communicator.receive_output(timeout=5)
+        code = message.get("code") if message["type"] == "websocket.close" else None
+    await communicator.disconnect()
+    return code

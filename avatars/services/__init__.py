@@ -9,6 +9,7 @@ from avatars.services.avatar import (
     avatar_reprepare,
 )
 from avatars.services.job import job_cancel, job_create, job_run
+from avatars.services.retention import job_delete
 
 __all__ = [
     "avatar_cache_clear",
@@ -19,5 +20,6 @@ __all__ = [
     "avatar_reprepare",
     "job_cancel",
     "job_create",
+    "job_delete",
     "job_run",
 ]

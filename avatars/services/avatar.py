@@ -17,10 +17,12 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from avatars.models import AVATAR_ID_VALIDATOR, Avatar
+from avatars.services.quota import prepare_quota_check
 from avatars.signals import avatar_deleted, avatar_prepared
 from inference.config import PrepareConfig
 from inference.layout import staging_leftovers
 from musetalk_site import realtime
+from musetalk_site.broker import message_pending, message_send
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
 from musetalk_site.runs import claimed_run
@@ -54,10 +56,18 @@ def _publish(avatar: Avatar, event: str, **extra: Any) -> None:
 
 
 def _enqueue_prepare(avatar: Avatar) -> None:
+    pk, revision = avatar.pk, avatar.revision
+    transaction.on_commit(lambda: _send_prepare(pk, revision))
+
+
+def _send_prepare(pk: int, revision: int) -> None:
     from avatars.tasks import avatar_prepare
 
-    pk, revision = avatar.pk, avatar.revision
-    transaction.on_commit(lambda: avatar_prepare.send(pk, revision))
+    message_id = message_send(avatar_prepare, pk, revision)
+    # Recorded for avatar_lost_reap; a claim that came first leaves nothing to record.
+    Avatar.objects.filter(
+        pk=pk, revision=revision, status=Avatar.Status.QUEUED, message_id=""
+    ).update(message_id=message_id, sent_at=timezone.now())
 
 
 def _check_avatar_id(avatar_id: str) -> None:
@@ -114,6 +124,7 @@ def _prepare_request_locked(
         )
     if avatar is not None and avatar.status == Avatar.Status.READY and not force_recreate:
         return avatar, False
+    prepare_quota_check(owner=owner, new_avatar=avatar is None, upload_bytes=video.size or 0)
     if avatar is None:
         avatar = Avatar(owner=owner, avatar_id=avatar_id)
     old_video = avatar.source_video.name if avatar.source_video else ""
@@ -123,6 +134,7 @@ def _prepare_request_locked(
     avatar.status, avatar.progress, avatar.stage, avatar.error = Avatar.Status.QUEUED, 0, "", ""
     avatar.revision += 1
     avatar.queued_at, avatar.started_at, avatar.finished_at = timezone.now(), None, None
+    avatar.message_id, avatar.sent_at, avatar.resends = "", None, 0
     try:
         avatar.save()
     except BaseException:
@@ -166,6 +178,9 @@ def avatar_reprepare(*, avatar: Avatar) -> Avatar:
         queued_at=timezone.now(),
         started_at=None,
         finished_at=None,
+        message_id="",
+        sent_at=None,
+        resends=0,
     )
     avatar.refresh_from_db()
     _enqueue_prepare(avatar)
@@ -253,14 +268,18 @@ def _prepare_succeeded(avatar: Avatar, revision: int, manifest: Any) -> None:
 
 
 def _prepare_failed(avatar: Avatar, revision: int, message: str) -> None:
-    # With assets from an earlier preparation the avatar keeps serving them.
-    status = Avatar.Status.READY if avatar.has_assets else Avatar.Status.FAILED
-    prefix = "re-preparation failed: " if avatar.has_assets else ""
-    Avatar.objects.filter(pk=avatar.pk, revision=revision).update(
-        status=status, error=f"{prefix}{message}", finished_at=timezone.now()
-    )
+    Avatar.objects.filter(pk=avatar.pk, revision=revision).update(**_failure(avatar, message))
     avatar.refresh_from_db()
     _publish(avatar, "error", message=avatar.error)
+
+
+def _failure(avatar: Avatar, message: str) -> dict[str, Any]:
+    """The fields of a failed preparation: with earlier assets, the avatar keeps serving them."""
+    if avatar.has_assets:
+        status, error = Avatar.Status.READY, f"re-preparation failed: {message}"
+    else:
+        status, error = Avatar.Status.FAILED, message
+    return {"status": status, "error": error, "finished_at": timezone.now()}
 
 
 def _tree_size(folder: Path) -> int:
@@ -329,3 +348,55 @@ def avatar_orphans_reap(*, live_worker_ids: set[str]) -> int:
             "avatar %s: worker %s is gone; marked %s", avatar.pk, avatar.worker_id, status
         )
     return reaped
+
+
+QUEUE_LOST = "the queue lost this preparation {times} times (a worker or Redis restarted)"
+
+
+def avatar_lost_reap() -> int:
+    """Re-send queued preparations whose message the broker lost; after QUEUE_RESEND_LIMIT
+    re-sends, fail them (an avatar with earlier assets keeps serving them)."""
+    from avatars.tasks import avatar_prepare
+
+    due = timezone.now() - timedelta(seconds=settings.QUEUE_CHECK_AFTER_SECONDS)
+    unsent = Q(queued_at__lt=due) | Q(queued_at__isnull=True)
+    waited = Q(sent_at__lt=due) | (Q(sent_at__isnull=True) & unsent)
+    changed = 0
+    for avatar in Avatar.objects.filter(status=Avatar.Status.QUEUED).filter(waited):
+        if message_pending(queue_name=avatar_prepare.queue_name, message_id=avatar.message_id):
+            continue  # waiting its turn, or held by a live worker
+        if avatar.resends < settings.QUEUE_RESEND_LIMIT:
+            changed += _prepare_resend(avatar)
+        else:
+            changed += _prepare_lost(avatar)
+    return changed
+
+
+def _lost_claim(avatar: Avatar, **fields: Any) -> int:
+    """Change a queued revision only as it was read: another worker's maintenance, a claim or
+    a new revision in between makes this a no-op."""
+    return Avatar.objects.filter(
+        pk=avatar.pk,
+        revision=avatar.revision,
+        status=Avatar.Status.QUEUED,
+        message_id=avatar.message_id,
+        resends=avatar.resends,
+    ).update(**fields)
+
+
+def _prepare_resend(avatar: Avatar) -> int:
+    if not _lost_claim(avatar, message_id="", sent_at=timezone.now(), resends=F("resends") + 1):
+        return 0
+    logger.warning("avatar %s: its message was lost; sent again", avatar.pk)
+    _send_prepare(avatar.pk, avatar.revision)
+    return 1
+
+
+def _prepare_lost(avatar: Avatar) -> int:
+    message = QUEUE_LOST.format(times=avatar.resends + 1)
+    if not _lost_claim(avatar, **_failure(avatar, message)):
+        return 0
+    logger.warning("avatar %s: %s", avatar.pk, message)
+    avatar.refresh_from_db()
+    _publish(avatar, "error", message=avatar.error)
+    return 1

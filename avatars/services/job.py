@@ -12,17 +12,20 @@ from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.files import File
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from avatars.models import GenerationJob
 from avatars.selectors import avatar_get_usable_for_user
 from avatars.services.avatar import avatar_dir
+from avatars.services.quota import generate_quota_check
 from inference.config import GenerateConfig
 from musetalk_site import realtime
+from musetalk_site.broker import message_pending, message_send
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
 from musetalk_site.ids import new_request_id
+from musetalk_site.quotas import quota_minutes_record
 from musetalk_site.runs import claimed_run
 from musetalk_site.uploads import audio_upload_check
 
@@ -62,7 +65,8 @@ def job_create(
 ) -> GenerationJob:
     """Store the audio and queue a video generation from the user's avatar."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
-    audio_upload_check(upload=audio)
+    info = audio_upload_check(upload=audio)
+    generate_quota_check(owner=owner, audio_seconds=info.duration_s, upload_bytes=audio.size or 0)
     job = GenerationJob(
         owner=owner,
         avatar=avatar,
@@ -80,7 +84,11 @@ def job_create(
 def _send_generate(job_pk: int) -> None:
     from avatars.tasks import job_generate
 
-    job_generate.send(job_pk)
+    message_id = message_send(job_generate, job_pk)
+    # Recorded for job_lost_reap; a claim that came first leaves nothing to record.
+    GenerationJob.objects.filter(
+        pk=job_pk, status=GenerationJob.Status.QUEUED, message_id=""
+    ).update(message_id=message_id, sent_at=timezone.now())
 
 
 def job_cancel(*, job: GenerationJob) -> GenerationJob:
@@ -184,6 +192,7 @@ def _run_engine_generate(job: GenerationJob) -> Any:
 
 
 def _succeed(job: GenerationJob, result: Any) -> None:
+    quota_minutes_record(user_id=job.owner_id, seconds=result.duration_s)
     GenerationJob.objects.filter(pk=job.pk).update(
         status=GenerationJob.Status.SUCCEEDED,
         progress=100,
@@ -222,3 +231,54 @@ def job_orphans_reap(*, live_worker_ids: set[str]) -> int:
         _publish(job, "error", message=WORKER_LOST)
         logger.warning("job %s: worker %s is gone; marked failed", job.request_id, job.worker_id)
     return reaped
+
+
+QUEUE_LOST = "the queue lost this video {times} times (a worker or Redis restarted)"
+
+
+def job_lost_reap() -> int:
+    """Re-send queued jobs whose message the broker lost; fail them after
+    QUEUE_RESEND_LIMIT re-sends."""
+    from avatars.tasks import job_generate
+
+    due = timezone.now() - timedelta(seconds=settings.QUEUE_CHECK_AFTER_SECONDS)
+    waited = Q(sent_at__lt=due) | Q(sent_at__isnull=True, queued_at__lt=due)
+    changed = 0
+    for job in GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED).filter(waited):
+        if message_pending(queue_name=job_generate.queue_name, message_id=job.message_id):
+            continue  # waiting its turn, or held by a live worker
+        if job.resends < settings.QUEUE_RESEND_LIMIT:
+            changed += _resend(job)
+        else:
+            changed += _lost(job)
+    return changed
+
+
+def _lost_claim(job: GenerationJob, **fields: Any) -> int:
+    """Change a queued job only as it was read: another worker's maintenance, a claim or a
+    cancellation in between makes this a no-op."""
+    return GenerationJob.objects.filter(
+        pk=job.pk,
+        status=GenerationJob.Status.QUEUED,
+        message_id=job.message_id,
+        resends=job.resends,
+    ).update(**fields)
+
+
+def _resend(job: GenerationJob) -> int:
+    if not _lost_claim(job, message_id="", sent_at=timezone.now(), resends=F("resends") + 1):
+        return 0
+    logger.warning("job %s: its message was lost; sent again", job.request_id)
+    _send_generate(job.pk)
+    return 1
+
+
+def _lost(job: GenerationJob) -> int:
+    message = QUEUE_LOST.format(times=job.resends + 1)
+    now = timezone.now()
+    if not _lost_claim(job, status=GenerationJob.Status.FAILED, error=message, finished_at=now):
+        return 0
+    logger.warning("job %s: %s", job.request_id, message)
+    job.refresh_from_db()
+    _publish(job, "error", message=message)
+    return 1

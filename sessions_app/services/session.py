@@ -16,12 +16,20 @@ from django.db.models import F
 from django.utils import timezone
 
 from avatars.selectors import avatar_get_usable_for_user
+from musetalk_site.broker import message_send
 from musetalk_site.errors import ApplicationError
 from musetalk_site.ids import new_request_id
+from musetalk_site.quotas import (
+    quota_limits_for_user,
+    quota_minutes_check,
+    quota_owner_lock,
+    quota_sessions_check,
+)
 from musetalk_site.uploads import audio_upload_check
 from sessions_app.hls import hls_idle_missing, hls_session_files_remove
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
+from sessions_app.selectors import session_open_count_for_user
 
 logger = logging.getLogger(__name__)
 
@@ -47,18 +55,29 @@ def session_create(
     """Open a streaming session on one of the owner's ready avatars. An avatar without its
     HLS idle parts (prepared before they were made at preparation) gets them from the worker."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
-    session = StreamSession.objects.create(
-        owner=owner,
-        avatar=avatar,
-        user_id=user_id,
-        batch_size=batch_size,
-        fps=fps,
-        chunk_duration=chunk_duration,
-        expires_at=_expiry(),
-    )
+    with transaction.atomic():
+        _sessions_quota_check(owner)
+        session = StreamSession.objects.create(
+            owner=owner,
+            avatar=avatar,
+            user_id=user_id,
+            batch_size=batch_size,
+            fps=fps,
+            chunk_duration=chunk_duration,
+            expires_at=_expiry(),
+        )
     if hls_idle_missing(avatar=avatar):
         transaction.on_commit(lambda: _send_idle_build(avatar.pk))
     return session
+
+
+def _sessions_quota_check(owner: User) -> None:
+    """403 when the owner already has as many sessions open as the quota allows (inside the
+    creating transaction: the owner's requests wait for each other here)."""
+    limits = quota_limits_for_user(user=owner)
+    if limits.active_sessions:
+        quota_owner_lock(user=owner)
+        quota_sessions_check(limits=limits, used=session_open_count_for_user(user=owner))
 
 
 def _send_idle_build(avatar_pk: int) -> None:
@@ -114,8 +133,9 @@ def session_stream_start(
 ) -> StreamRequest:
     """Store the utterance and queue its streaming; 409 while another one is active
     unless ``interrupt``, which stops the active one first."""
-    audio_upload_check(upload=audio)
+    info = audio_upload_check(upload=audio)
     _check_open(session)
+    _minutes_quota_check(session.owner, info.duration_s)
     request = StreamRequest(session=session, request_id=new_request_id(session.avatar.avatar_id))
     suffix = Path(audio.name or "audio.wav").suffix.lower()[:8] or ".wav"
     name = f"uploads/stream/{session.owner_id}/{request.request_id}{suffix}"
@@ -133,6 +153,12 @@ def session_stream_start(
     return request
 
 
+def _minutes_quota_check(owner: User, seconds: float) -> None:
+    """429 when an utterance of ``seconds`` would pass the owner's minutes of the month."""
+    limits = quota_limits_for_user(user=owner)
+    quota_minutes_check(user=owner, limits=limits, needed_seconds=seconds)
+
+
 def _queue_locked(session: StreamSession, request: StreamRequest, interrupt: bool) -> None:
     StreamSession.objects.select_for_update().filter(pk=session.pk).first()
     active = session.requests.filter(status__in=StreamRequest.ACTIVE_STATUSES).first()
@@ -148,7 +174,11 @@ def _queue_locked(session: StreamSession, request: StreamRequest, interrupt: boo
 def _send_stream(request_pk: int) -> None:
     from sessions_app.tasks import session_stream
 
-    session_stream.send(request_pk)
+    message_id = message_send(session_stream, request_pk)
+    # Recorded for stream_lost_reap; a claim that came first leaves nothing to record.
+    StreamRequest.objects.filter(
+        pk=request_pk, status=StreamRequest.Status.QUEUED, message_id=""
+    ).update(message_id=message_id)
 
 
 def _interrupt_requests(session: StreamSession) -> list[str]:

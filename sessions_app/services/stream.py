@@ -16,7 +16,9 @@ from django.utils import timezone
 from avatars.services.avatar import avatar_dir
 from inference.config import GenerateConfig
 from inference.layout import AUDIO_TRACK, chunk_name
+from musetalk_site.broker import message_pending
 from musetalk_site.engine import current_worker_id, get_engine
+from musetalk_site.quotas import quota_minutes_record
 from musetalk_site.runs import claimed_run
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
@@ -32,6 +34,7 @@ logger = logging.getLogger(__name__)
 STOP_POLL_SECONDS = 0.5
 INTERNAL_ERROR = "internal error while streaming"
 WORKER_LOST = "the worker streaming this utterance stopped unexpectedly; please try again"
+QUEUE_LOST = "the queue lost this utterance (a worker or Redis restarted); please send it again"
 
 
 def chunk_url(request_id: str, index: int) -> str:
@@ -146,6 +149,7 @@ def _chunk_ready(request: StreamRequest, chunk: Any) -> bool:
     ).update(**fields)
     if still_streaming and _publish(request, chunk_event(row, chunk.total_chunks)):
         session_touch(session=request.session)  # a long utterance keeps its session alive
+        quota_minutes_record(user_id=request.session.owner_id, seconds=row.duration)
         return True
     row.delete()
     chunk.path.unlink(missing_ok=True)
@@ -206,3 +210,27 @@ def stream_orphans_reap(*, live_worker_ids: set[str]) -> int:
             _publish(request, {"event": "speaking_ended", "reason": "error", **_ids(request)})
             logger.warning("stream %s: worker %s is gone", request.request_id, request.worker_id)
     return reaped
+
+
+def stream_lost_reap() -> int:
+    """Fail queued utterances whose message the broker lost, so their session can stream
+    again. They are not re-sent: speech that starts a minute late would talk over whatever
+    the user did next; the ``error`` event tells the app to send it again if it still fits."""
+    from sessions_app.tasks import session_stream
+
+    due = timezone.now() - timedelta(seconds=settings.QUEUE_CHECK_AFTER_SECONDS)
+    waiting = StreamRequest.objects.filter(status=StreamRequest.Status.QUEUED, queued_at__lt=due)
+    changed = 0
+    for request in waiting.select_related("session"):
+        if message_pending(queue_name=session_stream.queue_name, message_id=request.message_id):
+            continue  # waiting its turn, or held by a live worker
+        # Only as it was read: a claim, an interruption or a just-recorded message wins.
+        failed = StreamRequest.objects.filter(
+            pk=request.pk, status=StreamRequest.Status.QUEUED, message_id=request.message_id
+        ).update(status=StreamRequest.Status.FAILED, error=QUEUE_LOST, finished_at=timezone.now())
+        if failed:
+            changed += 1
+            media_file_delete(name=request.audio_file.name if request.audio_file else "")
+            _publish(request, {"event": "error", "message": QUEUE_LOST, **_ids(request)})
+            logger.warning("stream %s: its message was lost; failed", request.request_id)
+    return changed

@@ -7,7 +7,7 @@ from rest_framework.authtoken.models import Token
 from avatars.models import GenerationJob
 from musetalk_site import realtime
 from tests.factories import GenerationJobFactory
-from tests.websockets import other_user_token, ws_connect
+from tests.websockets import other_user_token, ws_connect, ws_refusal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -34,10 +34,6 @@ async def test_it_sends_the_snapshot_then_live_events_until_complete(redis_serve
 
 async def test_it_refuses_anonymous_and_foreign_followers(redis_server):
     job, _ = await _job_with_token()
-    communicator, connected, code = await ws_connect(f"/ws/generate/{job.request_id}/")
-    assert not connected and code == 4401
+    assert await ws_refusal(f"/ws/generate/{job.request_id}/") == 4401
     other = await other_user_token()
-    communicator, connected, code = await ws_connect(
-        f"/ws/generate/{job.request_id}/?token={other}"
-    )
-    assert not connected and code == 4404
+    assert await ws_refusal(f"/ws/generate/{job.request_id}/?token={other}") == 4404

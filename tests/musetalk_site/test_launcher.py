@@ -114,6 +114,7 @@ def _fake_weights(models_dir: Path) -> Path:
         ("PORT", "abc", "PORT must be an integer, got 'abc'"),
         ("PORT", "70000", "PORT must be <= 65535, got 70000"),
         ("WORKER_THREADS", "0", "WORKER_THREADS must be >= 1, got 0"),
+        ("WORKER_SHUTDOWN_SECONDS", "0", "WORKER_SHUTDOWN_SECONDS must be >= 1.0, got 0.0"),
         (
             "MUSETALK_MODEL_PROFILE",
             "bogus",
@@ -139,6 +140,7 @@ def test_launch_config_reads_the_given_mapping_with_the_documented_defaults():
     assert config.profile == "auto"  # not the test process's own MUSETALK_MODEL_PROFILE
     assert config.models_dir == BASE_DIR / "models" and config.var_dir == BASE_DIR / "var"
     assert (config.worker_processes, config.worker_threads, config.prepare_threads) == (1, 4, 1)
+    assert config.worker_shutdown_seconds == 30.0
     assert config.startup_timeout == 300.0
 
 
@@ -220,6 +222,7 @@ def test_launcher_runs_the_stack_in_demo_mode_and_stops_cleanly(tmp_path):
     assert "Demo account created" in output and "password:" in output
     assert "demo mode: random weights, output is not real lip-sync" in output
     assert f"dashboard at http://127.0.0.1:{port}/" in output
+    assert "Killing worker process" not in output  # one SIGTERM each: a graceful stop
     time.sleep(0.5)
     assert [pid for pid in children if _alive(pid)] == []
     assert _health(port)[0] == 0  # nothing listens any more

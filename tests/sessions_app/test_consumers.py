@@ -8,7 +8,7 @@ from sessions_app.models import StreamSession
 from sessions_app.realtime import event_publish
 from sessions_app.tokens import player_token_make
 from tests.factories import StreamSessionFactory
-from tests.websockets import other_user_token, ws_connect
+from tests.websockets import other_user_token, ws_connect, ws_refusal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.asyncio]
 
@@ -57,17 +57,14 @@ async def test_a_player_token_opens_only_its_own_session(redis_server):
     )
     assert connected
     await communicator.disconnect()
-    _, connected, code = await ws_connect(f"/ws/sessions/{other.session_id}/?token={token}")
-    assert not connected and code == 4404
+    assert await ws_refusal(f"/ws/sessions/{other.session_id}/?token={token}") == 4404
 
 
 async def test_it_refuses_anonymous_and_foreign_followers(redis_server):
     session, _ = await _session()
-    _, connected, code = await ws_connect(f"/ws/sessions/{session.session_id}/")
-    assert not connected and code == 4401
+    assert await ws_refusal(f"/ws/sessions/{session.session_id}/") == 4401
     other = await other_user_token()
-    _, connected, code = await ws_connect(f"/ws/sessions/{session.session_id}/?token={other}")
-    assert not connected and code == 4404
+    assert await ws_refusal(f"/ws/sessions/{session.session_id}/?token={other}") == 4404
 
 
 async def test_a_closed_session_says_so_and_closes(redis_server):
