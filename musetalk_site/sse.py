@@ -2,19 +2,28 @@
 
 The stream starts with a snapshot read from the database (so a follower that connects
 late still sees the current state), then forwards live events until a terminal one.
+
+When Redis goes away (killed, and being restarted), every stream ends cleanly, so that its
+client reconnects (an ``EventSource`` sends its ``Last-Event-ID``). Left to the server, the
+error would come after the response had started, and the connection would stay open, silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import redis
 from channels.layers import get_channel_layer
 from django.http import StreamingHttpResponse
 
+logger = logging.getLogger(__name__)
+
 KEEPALIVE_SECONDS = 15.0
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
 def sse_format(payload: dict[str, Any], *, event_id: str | int | None = None) -> str:
@@ -54,8 +63,17 @@ async def follow_group(
         await layer.group_discard(group, channel)
 
 
+async def _ended_cleanly(frames: AsyncIterator[str]) -> AsyncIterator[str]:
+    """``frames``, up to the moment Redis goes away (see the module docstring)."""
+    try:
+        async for frame in frames:
+            yield frame
+    except REDIS_DOWN as exc:
+        logger.warning("event stream ended: Redis is unreachable (%s)", exc)
+
+
 def sse_response(frames: AsyncIterator[str]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(frames, content_type="text/event-stream")
+    response = StreamingHttpResponse(_ended_cleanly(frames), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
     return response

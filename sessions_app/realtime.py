@@ -18,15 +18,23 @@ no issued id exceeds. Redis refuses to number past the floor until it has been r
 the database (by ``FLOOR_STEP`` at a time), and a counter Redis no longer has starts again
 from the floor read fresh from the database. A follower whose ``Last-Event-ID`` came before
 the loss then sees a jump in ids and reads the store, so it loses nothing published after.
+
+An event published while Redis is down (killed, and being restarted by the launcher) waits
+for it, up to ``REDIS_WAIT_SECONDS``, so a running utterance goes on, or its ``error`` event
+is stored, instead of being lost with the outage. A call cut off with its connection may have
+been carried out before it went: the retry looks for the event in the store first, so no event
+is stored twice (every payload is unique: it names its request, its chunk or its session).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
+import redis
 from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
@@ -60,6 +68,8 @@ for i = 1, 3 do redis.call('EXPIRE', KEYS[i], ARGV[5]) end
 return id
 """
 FLOOR_STEP = 1000  # ids a session may take before its floor is raised in the database again
+REDIS_WAIT_SECONDS = 30.0  # how long an event waits for Redis to come back before it fails
+REDIS_RETRY_SECONDS = 0.5
 _floors: dict[str, int] = {}  # this process's last known floor per session (only ever lower)
 
 
@@ -91,11 +101,39 @@ def event_publish(
     stopped (atomically with numbering this event).
     """
     data = json.dumps(payload, cls=DjangoJSONEncoder)
-    event_id = _append(session_id, [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()])
+    event_id = _append_waiting(
+        session_id, data, [data, unless_stopped, stop, BACKLOG_SIZE, _key_ttl()]
+    )
     if not event_id:
         return None
     _broadcast(session_id, event_id, json.loads(data))
     return event_id
+
+
+def _append_waiting(session_id: str, data: str, args: list[str | int]) -> int:
+    """``_append``, waiting out a Redis that is down (see the module docstring)."""
+    deadline = time.monotonic() + REDIS_WAIT_SECONDS
+    try:
+        return _append(session_id, args)
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        logger.warning("session %s: Redis unreachable (%s); the event waits", session_id, exc)
+    while True:
+        time.sleep(REDIS_RETRY_SECONDS)
+        try:
+            return _stored_id(session_id, data) or _append(session_id, args)
+        except (redis.ConnectionError, redis.TimeoutError):
+            if time.monotonic() >= deadline:
+                raise
+
+
+def _stored_id(session_id: str, data: str) -> int:
+    """The id under which ``data`` is stored already; 0 when it is not."""
+    raw = cast("list[bytes]", redis_client().lrange(_keys(session_id)[1], 0, -1))
+    for item in reversed(raw):
+        head, _, body = item.decode().partition(" ")
+        if body == data:
+            return int(head)
+    return 0
 
 
 def _append(session_id: str, args: list[str | int]) -> int:

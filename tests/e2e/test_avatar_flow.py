@@ -188,6 +188,17 @@ def test_deleting_an_avatar_removes_its_files(live_stack: Stack, media_dir: Path
     wait_for(lambda: not folder.exists(), timeout=10)
 
 
+def _finished(client: ApiClient, request_id: str) -> dict:
+    return wait_for(
+        lambda: (
+            (s := client.get(f"/generate/{request_id}/status").json())["status"]
+            in {"succeeded", "failed"}
+            and s
+        ),
+        timeout=240,
+    )
+
+
 def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
     live_stack: Stack, media_dir: Path
 ):
@@ -201,6 +212,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
         lambda: client.get(f"/generate/{request_id}/status").json()["status"] == "running",
         timeout=120,
     )
+    follower = SseFollower(client, f"/generate/{request_id}/events", {"complete", "error"})
     worker = next(child for child in live_stack.children if child.name == "worker")
     os.killpg(worker.process.pid, signal.SIGKILL)
     try:
@@ -213,9 +225,16 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
         )
         assert status["status"] == "failed"
         assert "stopped unexpectedly" in status["error"]
+        # The app following the video is told, not left waiting.
+        error = follower.wait(timeout=60)[-1]
+        assert error["event"] == "error" and error["message"] == status["error"]
     finally:
-        live_stack.restart("worker")
+        live_stack.restart("worker")  # what the launcher's supervisor does
         live_stack.wait_healthy(timeout=120)
+    # Nothing else to do: the next video of the same avatar is made.
+    again = _generate(client, "victim", media_dir / "speech.wav", batch_size=8)
+    assert again.status_code == 200, again.text
+    assert _finished(client, again.json()["request_id"])["status"] == "succeeded"
 
 
 def test_admin_commands_prepare_and_generate_with_progress(

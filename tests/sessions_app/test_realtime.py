@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from asgiref.sync import sync_to_async
 
 from musetalk_site.redis_conn import redis_client
@@ -69,3 +70,42 @@ async def test_a_follower_from_before_the_loss_gets_every_later_event(redis_serv
     new_id = await publish(session.session_id, {"event": "chunk", "index": 3})
     delivered = await cursor.live({"id": new_id, "payload": {"event": "chunk", "index": 3}})
     assert [event.payload["index"] for event in delivered] == [3]
+
+
+def _append_failing(monkeypatch: pytest.MonkeyPatch, *, times: int, after_storing: bool) -> None:
+    """``_append`` raises a connection error ``times`` times: before it reaches Redis (Redis is
+    down), or after its event was stored (the reply was lost)."""
+    monkeypatch.setattr(realtime, "REDIS_RETRY_SECONDS", 0.01)
+    real_append = realtime._append
+    left = [times]
+
+    def append(session_id: str, args: list[str | int]) -> int:
+        if left[0] and not after_storing:
+            left[0] -= 1
+            raise redis.ConnectionError("Error 111 connecting to 127.0.0.1:6379.")
+        event_id = real_append(session_id, args)
+        if left[0]:
+            left[0] -= 1
+            raise redis.ConnectionError("Connection closed by server.")
+        return event_id
+
+    monkeypatch.setattr(realtime, "_append", append)
+
+
+def test_an_event_published_while_redis_is_down_waits_for_it(redis_server, monkeypatch):
+    _append_failing(monkeypatch, times=3, after_storing=False)
+    assert event_publish("rt-d", {"event": "chunk", "index": 0}) == 1
+    assert [e.payload for e in events_after("rt-d", 0)] == [{"event": "chunk", "index": 0}]
+
+
+def test_an_event_whose_reply_was_lost_is_not_stored_twice(redis_server, monkeypatch):
+    _append_failing(monkeypatch, times=1, after_storing=True)
+    assert event_publish("rt-e", {"event": "chunk", "index": 0}) == 1
+    assert [e.id for e in events_after("rt-e", 0)] == [1]
+
+
+def test_an_event_fails_once_redis_stays_down_too_long(redis_server, monkeypatch):
+    monkeypatch.setattr(realtime, "REDIS_WAIT_SECONDS", 0.05)
+    _append_failing(monkeypatch, times=1000, after_storing=False)
+    with pytest.raises(redis.ConnectionError):
+        event_publish("rt-f", {"event": "chunk", "index": 0})

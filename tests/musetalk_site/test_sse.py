@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+import redis
+
+from musetalk_site.sse import sse_format, sse_response
+
+
+async def _frames_until_redis_dies() -> AsyncIterator[str]:
+    yield sse_format({"event": "chunk", "index": 0}, event_id=1)
+    raise redis.ConnectionError("Connection closed by server.")
+
+
+async def _read(response) -> list[bytes]:
+    return [part async for part in response]
+
+
+@pytest.mark.asyncio
+async def test_a_stream_ends_cleanly_when_redis_goes_away():
+    response = sse_response(_frames_until_redis_dies())
+    parts = await _read(response)
+    assert parts == [b'id: 1\ndata: {"event": "chunk", "index": 0}\n\n']
+
+
+@pytest.mark.asyncio
+async def test_other_errors_still_reach_the_server():
+    async def broken() -> AsyncIterator[str]:
+        yield sse_format({"event": "progress"})
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        await _read(sse_response(broken()))
