@@ -42,6 +42,9 @@ def test_embedded_redis_loses_nothing_it_acknowledged_when_killed(tmp_path: Path
         client = _client(url)
         for _ in range(5):
             client.incr("musetalk:test:event_id")
+        # appendfsync everysec: a write reaches the file within about a second (two when the
+        # disk is slow to sync); what is older than that survives a kill.
+        time.sleep(3)
         stack.restart("redis")  # SIGKILL: no shutdown save
         client = _wait_for_redis(url)
         assert client.incr("musetalk:test:event_id") == 6  # ids never go backwards
