@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -79,8 +81,33 @@ def live_stack(
         stack.stop()
         _dump_logs(_VAR_DIR / "logs")
         raise
+    _LIVE_STACKS.append(stack)
     yield stack
+    _LIVE_STACKS.remove(stack)
     stack.stop()
+
+
+_LIVE_STACKS: list[Stack] = []
+
+
+@contextmanager
+def live_stack_workers_paused() -> Iterator[None]:
+    """The shared live stack's workers stopped (SIGSTOP) while a test runs a stack of its own
+    on the same database: their maintenance would take that stack's rows for orphans (its
+    heartbeats and messages live in another Redis) and reap them."""
+    groups = [
+        child.process.pid
+        for stack in _LIVE_STACKS
+        for child in stack.children
+        if child.name.startswith("worker")
+    ]
+    for pid in groups:
+        os.killpg(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for pid in groups:
+            os.killpg(pid, signal.SIGCONT)
 
 
 def _dump_logs(log_dir: Path) -> None:

@@ -41,7 +41,7 @@ from musetalk_site.sse import KEEPALIVE_SECONDS
 from musetalk_site.stack import BASE_DIR, Stack, StackConfig, free_port
 from sessions_app.models import StreamRequest
 from sessions_app.services.stream import WORKER_LOST as STREAM_WORKER_LOST
-from tests.conftest import database_url
+from tests.conftest import database_url, live_stack_workers_paused
 from tests.e2e.client import ApiClient, SseFollower, api_user, sse_payloads, wait_for
 from tests.media import make_face_video, make_speech_wav
 
@@ -154,11 +154,12 @@ def platform(
         worker_shutdown_seconds=60,
     )
     supervised = SupervisedStack(config)
-    try:
-        supervised.start()
-        yield supervised
-    finally:
-        supervised.close()
+    with live_stack_workers_paused():
+        try:
+            supervised.start()
+            yield supervised
+        finally:
+            supervised.close()
 
 
 @pytest.fixture(scope="module")
