@@ -22,7 +22,8 @@ Our actors are never delayed or retried (``max_retries=0``), so a message keeps 
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol, TypeVar
 
 import dramatiq
 from dramatiq.brokers.redis import RedisBroker
@@ -61,10 +62,24 @@ return 0
 """
 
 
+class _Queued(Protocol):
+    message_id: str
+
+
+Row = TypeVar("Row", bound=_Queued)
+
+
 def message_send(actor: dramatiq.Actor[..., Any], *args: Any) -> str:
     """Send ``actor(*args)``; returns the id :func:`message_pending` looks the message up by."""
     message = actor.send(*args)
     return str(message.options.get("redis_message_id", message.message_id))
+
+
+def messages_lost(rows: Iterable[Row], *, queue_name: str) -> Iterator[Row]:
+    """The queued rows (each with a ``message_id``) whose message the broker lost."""
+    for row in rows:
+        if not message_pending(queue_name=queue_name, message_id=row.message_id):
+            yield row
 
 
 def message_pending(*, queue_name: str, message_id: str) -> bool:

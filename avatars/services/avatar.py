@@ -22,7 +22,7 @@ from avatars.signals import avatar_deleted, avatar_prepared
 from inference.config import PrepareConfig
 from inference.layout import staging_leftovers
 from musetalk_site import realtime
-from musetalk_site.broker import message_pending, message_send
+from musetalk_site.broker import message_send, messages_lost
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
 from musetalk_site.runs import claimed_run
@@ -362,9 +362,8 @@ def avatar_lost_reap() -> int:
     unsent = Q(queued_at__lt=due) | Q(queued_at__isnull=True)
     waited = Q(sent_at__lt=due) | (Q(sent_at__isnull=True) & unsent)
     changed = 0
-    for avatar in Avatar.objects.filter(status=Avatar.Status.QUEUED).filter(waited):
-        if message_pending(queue_name=avatar_prepare.queue_name, message_id=avatar.message_id):
-            continue  # waiting its turn, or held by a live worker
+    queued = Avatar.objects.filter(status=Avatar.Status.QUEUED).filter(waited)
+    for avatar in messages_lost(queued, queue_name=avatar_prepare.queue_name):
         if avatar.resends < settings.QUEUE_RESEND_LIMIT:
             changed += _prepare_resend(avatar)
         else:

@@ -21,7 +21,7 @@ from avatars.services.avatar import avatar_dir
 from avatars.services.quota import generate_quota_check
 from inference.config import GenerateConfig
 from musetalk_site import realtime
-from musetalk_site.broker import message_pending, message_send
+from musetalk_site.broker import message_send, messages_lost
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
 from musetalk_site.ids import new_request_id
@@ -244,9 +244,8 @@ def job_lost_reap() -> int:
     due = timezone.now() - timedelta(seconds=settings.QUEUE_CHECK_AFTER_SECONDS)
     waited = Q(sent_at__lt=due) | Q(sent_at__isnull=True, queued_at__lt=due)
     changed = 0
-    for job in GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED).filter(waited):
-        if message_pending(queue_name=job_generate.queue_name, message_id=job.message_id):
-            continue  # waiting its turn, or held by a live worker
+    queued = GenerationJob.objects.filter(status=GenerationJob.Status.QUEUED).filter(waited)
+    for job in messages_lost(queued, queue_name=job_generate.queue_name):
         if job.resends < settings.QUEUE_RESEND_LIMIT:
             changed += _resend(job)
         else:

@@ -16,7 +16,7 @@ from django.utils import timezone
 from avatars.services.avatar import avatar_dir
 from inference.config import GenerateConfig
 from inference.layout import AUDIO_TRACK, chunk_name
-from musetalk_site.broker import message_pending
+from musetalk_site.broker import messages_lost
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.quotas import quota_minutes_record
 from musetalk_site.runs import claimed_run
@@ -221,9 +221,8 @@ def stream_lost_reap() -> int:
     due = timezone.now() - timedelta(seconds=settings.QUEUE_CHECK_AFTER_SECONDS)
     waiting = StreamRequest.objects.filter(status=StreamRequest.Status.QUEUED, queued_at__lt=due)
     changed = 0
-    for request in waiting.select_related("session"):
-        if message_pending(queue_name=session_stream.queue_name, message_id=request.message_id):
-            continue  # waiting its turn, or held by a live worker
+    lost = messages_lost(waiting.select_related("session"), queue_name=session_stream.queue_name)
+    for request in lost:
         # Only as it was read: a claim, an interruption or a just-recorded message wins.
         failed = StreamRequest.objects.filter(
             pk=request.pk, status=StreamRequest.Status.QUEUED, message_id=request.message_id
