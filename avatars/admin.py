@@ -79,6 +79,7 @@ class GenerationJobAdmin(admin.ModelAdmin):
         "progress",
         "error",
         "result",
+        "output_name",
         "frame_count",
         "duration_seconds",
         "cancel_requested",

@@ -41,6 +41,10 @@ class Avatar(models.Model):
     stage = models.CharField(max_length=64, blank=True)
     error = models.TextField(blank=True)
     source_video = models.FileField(upload_to=_video_upload_to, max_length=255, blank=True)
+    # An optional separate clip shown while the avatar is not talking (the seed's
+    # idle_video_file); without one, the idle loop is the avatar's own frames played back and
+    # forth.
+    idle_video = models.FileField(upload_to=_video_upload_to, max_length=255, blank=True)
     bbox_shift = models.IntegerField(default=0)
     batch_size = models.PositiveIntegerField(default=20)
     # Bumped by every (re-)preparation; a worker only writes results for the revision it claimed.
@@ -102,6 +106,8 @@ class GenerationJob(models.Model):
     progress = models.PositiveSmallIntegerField(default=0)
     error = models.TextField(blank=True)
     result = models.FileField(max_length=255, blank=True)
+    # The seed's output_name: the name the video is downloaded under (without ".mp4").
+    output_name = models.CharField(max_length=100, blank=True)
     frame_count = models.PositiveIntegerField(null=True, blank=True)
     duration_seconds = models.FloatField(null=True, blank=True)
     cancel_requested = models.BooleanField(default=False)

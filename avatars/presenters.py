@@ -48,6 +48,8 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
         "request_id": job.request_id,
         "avatar_id": job.avatar.avatar_id,
         "status": job.status,
+        "state": job.status,
+        "output_name": job.output_name,
         "progress": job.progress,
         "error": job.error,
         "batch_size": job.batch_size,
@@ -70,6 +72,29 @@ def job_payload(job: GenerationJob) -> dict[str, Any]:
     }
 
 
+# The seed's words for a generation's state, which its clients poll for.
+SEED_JOB_STATUS = {
+    GenerationJob.Status.QUEUED: "processing",
+    GenerationJob.Status.RUNNING: "processing",
+    GenerationJob.Status.SUCCEEDED: "completed",
+    GenerationJob.Status.FAILED: "failed",
+    GenerationJob.Status.CANCELLED: "failed",
+}
+
+
+def job_seed_status(job: GenerationJob) -> dict[str, Any]:
+    """``GET /generate/{id}/status``: the seed's ``status`` word (and its ``result`` once
+    completed, ``error`` once failed) beside our fields; our own word is in ``state``."""
+    payload = job_payload(job)
+    status = SEED_JOB_STATUS[GenerationJob.Status(job.status)]
+    payload["status"] = status
+    if status == "completed":
+        payload["result"] = {"success": True, "output_path": payload["download_url"]}
+    elif status == "failed":
+        payload["error"] = job.error or "cancelled"
+    return payload
+
+
 def result_path(job: GenerationJob) -> Path | None:
     name = job.result.name  # a FieldFile is false exactly when its name is empty
     if not name:
@@ -78,8 +103,34 @@ def result_path(job: GenerationJob) -> Path | None:
     return path if path.is_file() else None
 
 
+def avatar_seed_entry(avatar: Avatar) -> dict[str, Any]:
+    """One avatar of ``GET /avatars/list`` in the seed's shape, beside our fields."""
+    idle = avatar.idle_video.name
+    return {
+        **avatar_payload(avatar),
+        "version": "v15",
+        "video_layout": "separate_idle_talking" if idle else "single_video",
+        "has_idle_video": (avatar_dir(avatar) / "idle.mp4").is_file(),
+        "idle_poses": avatar_idle_poses(avatar),
+        "video_url": f"/avatars/{avatar.avatar_id}/video",
+    }
+
+
+def avatar_idle_poses(avatar: Avatar) -> list[dict[str, Any]]:
+    """The seed's idle pose entries: the one idle loop each avatar has, as its default pose."""
+    return [
+        {
+            "pose_id": "default",
+            "video_path": f"/avatars/{avatar.avatar_id}/video",
+            "exists": (avatar_dir(avatar) / "idle.mp4").is_file(),
+            "is_default": True,
+        }
+    ]
+
+
 def cache_status(avatar: Avatar) -> dict[str, Any]:
-    """Whether each live worker holds the avatar in its cache (from their heartbeats)."""
+    """Whether each live worker holds the avatar in its cache (from their heartbeats), with
+    the seed's ``status``: ``ready`` (cached), ``not_cached`` (prepared) or ``missing``."""
     key = str(avatar_dir(avatar))
     workers = []
     for item in check_worker(True).detail.get("workers", []):
@@ -88,8 +139,12 @@ def cache_status(avatar: Avatar) -> dict[str, Any]:
         workers.append(
             {"worker_id": item["worker_id"], "cached": entry is not None, **(entry or {})}
         )
+    cached = any(w["cached"] for w in workers)
+    prepared = (avatar_dir(avatar) / "manifest.json").is_file()
     return {
         "avatar_id": avatar.avatar_id,
-        "cached": any(w["cached"] for w in workers),
+        "status": "ready" if cached else ("not_cached" if prepared else "missing"),
+        "cached": cached,
+        "disk_prepared": prepared,
         "workers": workers,
     }

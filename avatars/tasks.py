@@ -6,7 +6,6 @@ from __future__ import annotations
 import dramatiq
 
 from avatars import services
-from musetalk_site.engine import get_engine
 
 PREPARE_QUEUE = "prepare"
 GENERATE_QUEUE = "generate"
@@ -25,12 +24,12 @@ def job_generate(job_pk: int) -> None:
 
 
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=10 * 60 * 1000)
-def avatar_cache_warm(avatar_dir: str) -> None:
-    """Load a prepared avatar into this worker's cache."""
-    get_engine().warm(avatar_dir)
+def avatar_cache_warm(avatar_dir: str, reply_key: str = "") -> None:
+    """Load a prepared avatar into this worker's cache (and say so at ``reply_key``)."""
+    services.avatar_cache_warm_run(folder=avatar_dir, reply_key=reply_key)
 
 
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=60 * 1000)
 def avatar_cache_evict(avatar_dir: str) -> None:
     """Drop a prepared avatar from this worker's cache."""
-    get_engine().evict(avatar_dir)
+    services.avatar_cache_evict_run(folder=avatar_dir)

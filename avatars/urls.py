@@ -3,12 +3,20 @@ from __future__ import annotations
 from django.urls import path
 
 import musetalk_site.converters  # noqa: F401 - registers <id:...>
-from avatars import apis, views
+from avatars import apis, seed_apis, views
 
 urlpatterns = [
     path("avatars/prepare", apis.AvatarPrepareApi.as_view(), name="avatar-prepare"),
     path("avatars/", apis.AvatarListApi.as_view(), name="avatar-list"),
+    # Before the detail route: the seed's list is at a path an avatar_id could take.
+    path("avatars/list", seed_apis.AvatarSeedListApi.as_view(), name="avatar-seed-list"),
     path("avatars/<id:avatar_id>", apis.AvatarDetailApi.as_view(), name="avatar-detail"),
+    path("avatars/<id:avatar_id>/video", seed_apis.AvatarVideoApi.as_view(), name="avatar-video"),
+    path(
+        "avatars/<id:avatar_id>/idle-poses",
+        seed_apis.AvatarIdlePosesApi.as_view(),
+        name="avatar-idle-poses",
+    ),
     path("avatars/<id:avatar_id>/events", views.avatar_events, name="avatar-events"),
     path(
         "avatars/<id:avatar_id>/cache/warm",

@@ -5,7 +5,11 @@ refused before it is read (``musetalk_site/body_limit.py``), and ``LimitedUpload
 drops a file part over its field's limit. The file is written once, as it arrives, into
 ``MEDIA_ROOT/incoming``: on MEDIA_ROOT's file system, so storing it is a rename, not a copy.
 Type and content are then checked cheaply with a PyAV probe of that file before anything is
-queued; the messages name the file as the client named it, never the temporary file.
+queued: a file is judged by what it holds, not by its name (the seed's sample audio is an MP3
+named ``.mpga``), so any name, or none, is accepted when the probe finds the stream wanted.
+Content that is not media of that kind is refused with 415; a file named as a type we read that
+turns out damaged is a 400. The messages name the file as the client named it, never the
+temporary file.
 """
 
 from __future__ import annotations
@@ -34,8 +38,11 @@ VIDEO_KIND = ("a video", "a readable video")
 AUDIO_KIND = ("audio", "readable audio")
 
 
+VIDEO_FIELDS = {"video_file", "idle_video_file"}
+
+
 def field_limit(field_name: str) -> int:
-    if field_name == "video_file":
+    if field_name in VIDEO_FIELDS:
         return settings.MAX_VIDEO_UPLOAD_BYTES
     return settings.MAX_AUDIO_UPLOAD_BYTES
 
@@ -126,6 +133,14 @@ def require_upload(request: object, files: dict, field: str) -> UploadedFile:
     return upload
 
 
+def optional_upload(request: object, files: dict, field: str) -> UploadedFile | None:
+    """The uploaded file ``field`` when one was sent (a 413/400 when it is too large or empty)."""
+    too_large = getattr(request, _TOO_LARGE_ATTR, {})
+    if field not in too_large and files.get(field) is None:
+        return None
+    return require_upload(request, files, field)
+
+
 def _suffix(upload: File) -> str:
     return Path(upload.name or "").suffix.lower()
 
@@ -146,19 +161,28 @@ def _probe(
     extensions: set[str],
     probe: Callable[[str], T],
 ) -> T:
-    """Extension check (415), then a header probe of the file (400 when unreadable)."""
-    if _suffix(upload) not in extensions:
-        raise ApplicationError(
-            f"{field} must be {kind[0]} ({', '.join(sorted(extensions))}); got {upload.name!r}.",
-            {"field": field},
-            status=415,
-        )
+    """A header probe of the file's content, whatever its name: 415 when it holds no stream of
+    the kind wanted, 400 when a file named as a type we read is damaged."""
     path = _path(upload)
     try:
         return probe(path)
     except MediaError as exc:
         message = _as_client_named(exc.message, path, upload.name)
-        raise ApplicationError(f"{field} is not {kind[1]}: {message}", {"field": field}) from None
+        if _suffix(upload) in extensions and not _lacks_stream(exc):
+            raise ApplicationError(
+                f"{field} is not {kind[1]}: {message}", {"field": field}
+            ) from None
+        raise ApplicationError(
+            f"{field} must be {kind[0]} (a file holding a stream of that kind, such as "
+            f"{', '.join(sorted(extensions))}): {message}",
+            {"field": field},
+            status=415,
+        ) from None
+
+
+def _lacks_stream(exc: MediaError) -> bool:
+    """Whether the file opened as media but holds no stream of the kind wanted."""
+    return "has no audio stream" in exc.message or "has no video stream" in exc.message
 
 
 def _as_client_named(message: str, path: str, client_name: str | None) -> str:
@@ -176,14 +200,14 @@ def _check_duration(field: str, seconds: float, limit: float) -> None:
         )
 
 
-def video_upload_check(*, upload: File) -> VideoInfo:
+def video_upload_check(*, upload: File, field: str = "video_file") -> VideoInfo:
     """Refuse what is not a short, readable video; return its header facts."""
-    info = _probe(upload, "video_file", VIDEO_KIND, VIDEO_EXTENSIONS, probe_video)
-    _check_duration("video_file", info.duration_s, settings.MAX_VIDEO_SECONDS)
+    info = _probe(upload, field, VIDEO_KIND, VIDEO_EXTENSIONS, probe_video)
+    _check_duration(field, info.duration_s, settings.MAX_VIDEO_SECONDS)
     if info.frame_count and info.frame_count < 2:
         raise ApplicationError(
-            "video_file has a single frame; an avatar needs a video of at least 2 frames.",
-            {"field": "video_file"},
+            f"{field} has a single frame; an avatar needs a video of at least 2 frames.",
+            {"field": field},
         )
     return info
 

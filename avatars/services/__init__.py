@@ -1,19 +1,27 @@
 """Writes for avatars and generation jobs."""
 
 from avatars.services.avatar import (
-    avatar_cache_clear,
-    avatar_cache_warm,
     avatar_delete,
     avatar_prepare_request,
     avatar_prepare_run,
     avatar_reprepare,
+)
+from avatars.services.cache import (
+    avatar_cache_clear,
+    avatar_cache_evict_run,
+    avatar_cache_warm,
+    avatar_cache_warm_run,
+    avatar_cache_warm_wait,
 )
 from avatars.services.job import job_cancel, job_create, job_run
 from avatars.services.retention import job_delete
 
 __all__ = [
     "avatar_cache_clear",
+    "avatar_cache_evict_run",
     "avatar_cache_warm",
+    "avatar_cache_warm_run",
+    "avatar_cache_warm_wait",
     "avatar_delete",
     "avatar_prepare_request",
     "avatar_prepare_run",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from avatars.models import AVATAR_ID_VALIDATOR, Avatar
+from avatars.services.idle import idle_clip_write
 from avatars.services.quota import prepare_quota_check
 from avatars.signals import avatar_deleted, avatar_prepared
 from inference.config import PrepareConfig
@@ -87,18 +89,25 @@ def avatar_prepare_request(
     batch_size: int = 20,
     bbox_shift: int = 0,
     force_recreate: bool = False,
+    idle_video: File | None = None,
 ) -> tuple[Avatar, bool]:
-    """Store the video and queue the preparation; returns (avatar, queued).
+    """Store the video (and the optional separate idle clip) and queue the preparation;
+    returns (avatar, queued).
 
     A ready avatar is returned untouched unless ``force_recreate``; its assets keep
     serving while the new preparation runs and are replaced atomically when it succeeds.
+    A new preparation without ``idle_video`` drops an earlier idle clip: the idle loop is
+    then the avatar's own frames again.
     """
     _check_avatar_id(avatar_id)
     video_upload_check(upload=video)
+    if idle_video is not None:
+        video_upload_check(upload=idle_video, field="idle_video_file")
+    uploads = _Uploads(video=video, idle=idle_video)
     try:
         with transaction.atomic():
             return _prepare_request_locked(
-                owner, avatar_id, video, batch_size, bbox_shift, force_recreate
+                owner, avatar_id, uploads, batch_size, bbox_shift, force_recreate
             )
     except IntegrityError:
         # Another request created the same avatar_id at the same moment.
@@ -107,10 +116,20 @@ def avatar_prepare_request(
         ) from None
 
 
+@dataclass(frozen=True)
+class _Uploads:
+    video: File
+    idle: File | None
+
+    @property
+    def size(self) -> int:
+        return (self.video.size or 0) + ((self.idle.size or 0) if self.idle else 0)
+
+
 def _prepare_request_locked(
     owner: User,
     avatar_id: str,
-    video: File,
+    uploads: _Uploads,
     batch_size: int,
     bbox_shift: int,
     force_recreate: bool,
@@ -124,12 +143,16 @@ def _prepare_request_locked(
         )
     if avatar is not None and avatar.status == Avatar.Status.READY and not force_recreate:
         return avatar, False
-    prepare_quota_check(owner=owner, new_avatar=avatar is None, upload_bytes=video.size or 0)
+    prepare_quota_check(owner=owner, new_avatar=avatar is None, upload_bytes=uploads.size)
     if avatar is None:
         avatar = Avatar(owner=owner, avatar_id=avatar_id)
-    old_video = avatar.source_video.name if avatar.source_video else ""
-    avatar.source_video.save(video.name or "video.mp4", video, save=False)
-    new_video = avatar.source_video.name
+    old_files = [f.name for f in (avatar.source_video, avatar.idle_video) if f]
+    avatar.source_video.save(uploads.video.name or "video.mp4", uploads.video, save=False)
+    if uploads.idle is not None:
+        avatar.idle_video.save(uploads.idle.name or "idle.mp4", uploads.idle, save=False)
+    else:
+        avatar.idle_video = ""
+    new_files = [f.name for f in (avatar.source_video, avatar.idle_video) if f]
     avatar.batch_size, avatar.bbox_shift = batch_size, bbox_shift
     avatar.status, avatar.progress, avatar.stage, avatar.error = Avatar.Status.QUEUED, 0, "", ""
     avatar.revision += 1
@@ -138,10 +161,11 @@ def _prepare_request_locked(
     try:
         avatar.save()
     except BaseException:
-        _delete_media_file(new_video)  # the row was not written: nothing may point at it
+        for name in new_files:  # the row was not written: nothing may point at them
+            _delete_media_file(name)
         raise
-    if old_video and old_video != new_video:
-        transaction.on_commit(lambda: _delete_media_file(old_video))
+    for name in set(old_files) - set(new_files):
+        transaction.on_commit(partial(_delete_media_file, name))
     _enqueue_prepare(avatar)
     transaction.on_commit(lambda: _publish(avatar, "queued"))
     return avatar, True
@@ -236,12 +260,21 @@ def _run_engine_prepare(avatar: Avatar, revision: int) -> Any:
     config = PrepareConfig(bbox_shift=avatar.bbox_shift, batch_size=avatar.batch_size)
     video = avatar.source_video.name
     assert video is not None  # every preparation request stores the source video first
-    return engine.prepare(
+    manifest = engine.prepare(
         Path(settings.MEDIA_ROOT) / video,
         avatar_dir(avatar),
         config=config,
         progress=_progress_writer(avatar, revision),
     )
+    if avatar.idle_video:
+        idle_clip_write(
+            source=Path(settings.MEDIA_ROOT) / str(avatar.idle_video.name),
+            folder=avatar_dir(avatar),
+            width=manifest.frame_width,
+            height=manifest.frame_height,
+            fps=manifest.fps,
+        )
+    return manifest
 
 
 def _prepare_succeeded(avatar: Avatar, revision: int, manifest: Any) -> None:
@@ -291,37 +324,17 @@ def avatar_delete(*, avatar: Avatar) -> None:
     from avatars.tasks import avatar_cache_evict
 
     folder = avatar_dir(avatar)
-    video = avatar.source_video.name if avatar.source_video else ""
+    videos = [f.name for f in (avatar.source_video, avatar.idle_video) if f]
     results = [job.result.name for job in avatar.jobs.all() if job.result]
     audio = [job.audio_file.name for job in avatar.jobs.all() if job.audio_file]
     key = str(folder)
     with transaction.atomic():
         avatar.delete()
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
-        for name in [video, *results, *audio]:
+        for name in [*videos, *results, *audio]:
             transaction.on_commit(partial(_delete_media_file, name))
         transaction.on_commit(lambda: avatar_cache_evict.send(key))
         transaction.on_commit(lambda: avatar_deleted.send(sender=Avatar, avatar=avatar))
-
-
-def avatar_cache_warm(*, avatar: Avatar) -> None:
-    """Ask the generation workers to load the avatar into their cache."""
-    from avatars.tasks import avatar_cache_warm as warm
-
-    if not (avatar.status == Avatar.Status.READY or avatar.has_assets):
-        raise ApplicationError(
-            f"Avatar {avatar.avatar_id!r} is not ready (status: {avatar.status}).",
-            {"avatar_id": avatar.avatar_id, "status": avatar.status},
-            status=409,
-        )
-    warm.send(str(avatar_dir(avatar)))
-
-
-def avatar_cache_clear(*, avatar: Avatar) -> None:
-    """Ask the generation workers to drop the avatar from their cache."""
-    from avatars.tasks import avatar_cache_evict
-
-    avatar_cache_evict.send(str(avatar_dir(avatar)))
 
 
 WORKER_LOST = "the worker preparing this avatar stopped unexpectedly; please try again"

@@ -62,8 +62,10 @@ def job_create(
     audio: File,
     batch_size: int = 2,
     fps: int = 25,
+    output_name: str = "",
 ) -> GenerationJob:
-    """Store the audio and queue a video generation from the user's avatar."""
+    """Store the audio and queue a video generation from the user's avatar; ``output_name``
+    is the name the video is downloaded under."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
     info = audio_upload_check(upload=audio)
     generate_quota_check(owner=owner, audio_seconds=info.duration_s, upload_bytes=audio.size or 0)
@@ -73,6 +75,7 @@ def job_create(
         request_id=new_request_id(avatar_id),
         batch_size=batch_size,
         fps=fps,
+        output_name=output_name,
     )
     job.audio_file.save(audio.name or "audio.wav", audio, save=False)
     with transaction.atomic():

@@ -106,7 +106,7 @@ def test_delete_removes_the_row_the_files_and_the_jobs(
     video.write_bytes(b"v")
     GenerationJobFactory(owner=api.user, avatar=avatar)
     with django_capture_on_commit_callbacks(execute=True):
-        assert api.delete("/avatars/anna").status_code == 204
+        assert api.delete("/avatars/anna?from_disk=true").status_code == 200
     assert not folder.exists() and not video.exists()
     assert not Avatar.objects.exists() and not GenerationJob.objects.exists()
 

@@ -116,7 +116,8 @@ def test_prepare_then_generate_through_the_real_stack(live_stack: Stack, media_d
     assert job_progress == sorted(job_progress)
 
     status = client.get(f"/generate/{request_id}/status").json()
-    assert status["status"] == "succeeded" and status["progress"] == 100
+    assert status["state"] == "succeeded" and status["progress"] == 100
+    assert status["status"] == "completed"  # the seed's word
     assert status["timings"]["first_frame_seconds"] is not None
     download = client.get(f"/generate/{request_id}/download")
     assert download.status_code == 200 and download.headers["Content-Type"] == "video/mp4"
@@ -169,12 +170,12 @@ def test_force_recreate_keeps_serving_the_old_avatar_until_the_new_one_is_ready(
     request_id = job.json()["request_id"]
     done = wait_for(
         lambda: (
-            client.get(f"/generate/{request_id}/status").json()["status"] in {"succeeded", "failed"}
+            client.get(f"/generate/{request_id}/status").json()["state"] in {"succeeded", "failed"}
             and client.get(f"/generate/{request_id}/status").json()
         ),
         timeout=240,
     )
-    assert done["status"] == "succeeded", done
+    assert done["state"] == "succeeded", done
 
 
 def test_deleting_an_avatar_removes_its_files(live_stack: Stack, media_dir: Path):
@@ -183,7 +184,10 @@ def test_deleting_an_avatar_removes_its_files(live_stack: Stack, media_dir: Path
     SseFollower(client, "/avatars/temp/events", {"ready", "error"}).wait(timeout=240)
     [folder] = list((Path(settings.MEDIA_ROOT) / "avatars").glob("*/temp"))
     assert (folder / "manifest.json").exists()
-    assert client.delete("/avatars/temp").status_code == 204
+    # Without ?from_disk=true a DELETE only evicts it from the workers' caches (the seed's way).
+    assert client.delete("/avatars/temp").status_code == 200
+    assert (folder / "manifest.json").exists()
+    assert client.delete("/avatars/temp?from_disk=true").status_code == 200
     assert client.get("/avatars/temp").status_code == 404
     wait_for(lambda: not folder.exists(), timeout=10)
 
@@ -191,7 +195,7 @@ def test_deleting_an_avatar_removes_its_files(live_stack: Stack, media_dir: Path
 def _finished(client: ApiClient, request_id: str) -> dict:
     return wait_for(
         lambda: (
-            (s := client.get(f"/generate/{request_id}/status").json())["status"]
+            (s := client.get(f"/generate/{request_id}/status").json())["state"]
             in {"succeeded", "failed"}
             and s
         ),
@@ -209,7 +213,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
     make_speech_wav(long_audio, seconds=12.0)
     request_id = _generate(client, "victim", long_audio, batch_size=1).json()["request_id"]
     wait_for(
-        lambda: client.get(f"/generate/{request_id}/status").json()["status"] == "running",
+        lambda: client.get(f"/generate/{request_id}/status").json()["state"] == "running",
         timeout=120,
     )
     follower = SseFollower(client, f"/generate/{request_id}/events", {"complete", "error"})
@@ -218,7 +222,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
     try:
         status = wait_for(
             lambda: (
-                (s := client.get(f"/generate/{request_id}/status").json())["status"] != "running"
+                (s := client.get(f"/generate/{request_id}/status").json())["state"] != "running"
                 and s
             ),
             timeout=120,
@@ -234,7 +238,7 @@ def test_a_worker_killed_mid_job_leaves_the_job_failed_not_stuck(
     # Nothing else to do: the next video of the same avatar is made.
     again = _generate(client, "victim", media_dir / "speech.wav", batch_size=8)
     assert again.status_code == 200, again.text
-    assert _finished(client, again.json()["request_id"])["status"] == "succeeded"
+    assert _finished(client, again.json()["request_id"])["state"] == "succeeded"
 
 
 def test_admin_commands_prepare_and_generate_with_progress(

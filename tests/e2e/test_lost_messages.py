@@ -104,13 +104,13 @@ def test_lost_messages_are_sent_again_or_failed_by_the_workers_maintenance(
     ready = wait_for(lambda: client.get("/avatars/second").json()["status"] == "ready", timeout=240)
     done = wait_for(
         lambda: (
-            (s := client.get(f"/generate/{job.request_id}/status").json())["status"]
+            (s := client.get(f"/generate/{job.request_id}/status").json())["state"]
             in ("succeeded", "failed")
             and s
         ),
         timeout=240,
     )
-    assert ready and done["status"] == "succeeded", done
+    assert ready and done["state"] == "succeeded", done
     seen = client.get(f"/sessions/{session_id}/status").json()["last_event_id"]
     path = f"/sessions/{session_id}/events?last_event_id={seen}"
     follower = SseFollower(client, path, {"speaking_ended"})
