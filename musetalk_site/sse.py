@@ -3,6 +3,11 @@
 The stream starts with a snapshot read from the database (so a follower that connects
 late still sees the current state), then forwards live events until a terminal one.
 
+Every response opens with a comment frame (``OPENING``), sent as soon as the response
+starts: daphne sends the status line and headers with the first body bytes, so without it
+a browser's ``EventSource`` would not fire ``open`` until the first event (or keep-alive)
+came. Comment frames carry no ``data:`` line: EventSource and line-based readers skip them.
+
 When Redis goes away (killed, and being restarted), every stream ends cleanly, so that its
 client reconnects (an ``EventSource`` sends its ``Last-Event-ID``). Left to the server, the
 error would come after the response had started, and the connection would stay open, silent.
@@ -23,6 +28,8 @@ from django.http import StreamingHttpResponse
 logger = logging.getLogger(__name__)
 
 KEEPALIVE_SECONDS = 15.0
+OPENING = ": connected\n\n"
+KEEPALIVE = ": keep-alive\n\n"
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
 
 
@@ -53,7 +60,7 @@ async def follow_group(
             try:
                 message = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
             except asyncio.TimeoutError:
-                yield ": keep-alive\n\n"
+                yield KEEPALIVE
                 continue
             payload = message.get("payload", {})
             yield sse_format(payload)
@@ -64,7 +71,9 @@ async def follow_group(
 
 
 async def _ended_cleanly(frames: AsyncIterator[str]) -> AsyncIterator[str]:
-    """``frames``, up to the moment Redis goes away (see the module docstring)."""
+    """``OPENING``, then ``frames`` up to the moment Redis goes away (see the module
+    docstring)."""
+    yield OPENING
     try:
         async for frame in frames:
             yield frame

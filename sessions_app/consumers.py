@@ -12,7 +12,13 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from musetalk_site.auth import TOKEN_PARAM
 from musetalk_site.errors import websocket_refuse
-from sessions_app.feeds import closed_event, parse_last_event_id, session_for_access
+from sessions_app.feeds import (
+    ChunkLinks,
+    chunk_links_for,
+    closed_event,
+    parse_last_event_id,
+    session_for_access,
+)
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
 
@@ -22,6 +28,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
 
     group = ""
     cursor: EventCursor | None = None
+    links: ChunkLinks | None = None
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -41,6 +48,8 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
             await websocket_refuse(self, exc)
             return
         self.group = session_group(session.session_id)
+        # Chunk urls open as the SSE feed's do (fragmented copies, for MSE players).
+        self.links = chunk_links_for(self._query(TOKEN_PARAM), session_id=session.session_id)
         self.cursor = EventCursor(session.session_id, last_id)
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
@@ -60,7 +69,8 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
 
     async def _deliver(self, events: list[SessionEvent]) -> None:
         for event in events:
-            await self.send_json({"id": event.id, **event.payload})
+            payload = self.links.event(event.payload) if self.links else event.payload
+            await self.send_json({"id": event.id, **payload})
             if is_terminal(event):
                 self.cursor = None
                 await self.close()

@@ -27,7 +27,7 @@ from sessions_app import selectors
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import events_after, last_event_id
 from sessions_app.services import session_chunk_served
-from sessions_app.tokens import player_token_session_id
+from sessions_app.tokens import player_token_make, player_token_session_id
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ class PlayerConfig:
     token: str
     events_url: str
     idle_url: str
-    chunk_prefix: str
     start_after: int
     fps: int  # chunk events give durations in ms; the player rounds them to whole frames
 
@@ -65,9 +64,12 @@ class FragmentedChunk:
     content_type: str
 
 
-def player_session_get(*, token: str | None, session_id: str) -> StreamSession:
+def player_session_get(*, token: str | None, session_id: str, user: Any = None) -> StreamSession:
     """The session a player token opens. Only a player token of this very session will
-    do: none or a bad one is a 401, an expired one a 401, another session's a 404."""
+    do: none or a bad one is a 401, an expired one a 401, another session's a 404.
+    Without a token, ``user`` (when signed in) may open its own sessions."""
+    if not token and user is not None and user.is_authenticated:
+        return selectors.session_get_for_user(user=user, session_id=session_id)
     if not token:
         raise NotAuthenticatedError("This player link has no token.")
     token_session = player_token_session_id(token=token)  # raises the 401 when expired
@@ -79,15 +81,17 @@ def player_session_get(*, token: str | None, session_id: str) -> StreamSession:
     return session
 
 
-def player_config(*, token: str | None, session_id: str) -> PlayerConfig:
-    session = player_session_get(token=token, session_id=session_id)
+def player_config(*, token: str | None, session_id: str, user: Any = None) -> PlayerConfig:
+    """What a player page needs. Opened by its owner without a token, the page gets a
+    fresh player token of the session for its feed, idle loop and chunks."""
+    session = player_session_get(token=token, session_id=session_id, user=user)
+    token = token or player_token_make(session_id=session.session_id)
     query = f"?token={token}"
     return PlayerConfig(
         session_id=session.session_id,
-        token=token or "",
+        token=token,
         events_url=f"/sessions/{session.session_id}/events{query}",
         idle_url=f"/player/session/{session.session_id}/idle.mp4{query}",
-        chunk_prefix="/player",
         start_after=player_start_event_id(session=session),
         fps=session.fps,
     )

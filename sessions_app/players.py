@@ -3,6 +3,10 @@ files they load with nothing but the player token of their URL."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AnonymousUser
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.shortcuts import render
 from drf_spectacular.utils import extend_schema
@@ -10,7 +14,7 @@ from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
-from musetalk_site.auth import TOKEN_PARAM
+from musetalk_site.auth import TOKEN_PARAM, request_user
 from musetalk_site.errors import error_payload
 from sessions_app import player_services
 from sessions_app.tokens import PLAYER_TOKEN_QUERY
@@ -18,21 +22,29 @@ from sessions_app.tokens import PLAYER_TOKEN_QUERY
 NO_STORE = "no-store"  # the page carries its token; no cache should keep it
 
 
-def session_player(request: HttpRequest, session_id: str) -> HttpResponse:
+async def session_player(request: HttpRequest, session_id: str) -> HttpResponse:
     """``GET /player/session/{id}?token=``: the Android / Chrome WebView player."""
-    return _player_page(request, "players/session.html", session_id)
+    return await _player_page(request, "players/session.html", session_id)
 
 
-def mobile_player(request: HttpRequest) -> HttpResponse:
+async def mobile_player(request: HttpRequest) -> HttpResponse:
     """``GET /player/mobile?session_id=&token=``: the same player with a bare UI."""
-    return _player_page(request, "players/mobile.html", request.GET.get("session_id", ""))
+    return await _player_page(request, "players/mobile.html", request.GET.get("session_id", ""))
 
 
-def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
+async def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
+    """With ``?token=``, that player token is the only credential; without one, the
+    session's owner may open the page (session cookie or ``Authorization`` header)."""
+    token = request.GET.get(TOKEN_PARAM)
+    user = AnonymousUser() if token else await request_user(request)
+    return await sync_to_async(_player_page_render)(request, template, session_id, token, user)
+
+
+def _player_page_render(
+    request: HttpRequest, template: str, session_id: str, token: str | None, user: Any
+) -> HttpResponse:
     try:
-        config = player_services.player_config(
-            token=request.GET.get(TOKEN_PARAM), session_id=session_id
-        )
+        config = player_services.player_config(token=token, session_id=session_id, user=user)
     except Exception as exc:
         return player_error_page(request, exc)
     response = render(request, template, {"player": config.to_dict()})

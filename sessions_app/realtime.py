@@ -8,6 +8,10 @@ ones through an ``EventCursor``: an id at or below the last one delivered is dro
 a jump in ids (a live message that overtook another, or one the layer dropped) is filled
 from the store. So nothing is lost, duplicated or reordered at the switch.
 
+A follower that names no last id is new: it starts at ``join_point`` of the stored events,
+so it gets only what happens from now on, except for an utterance already under way, whose
+events so far it gets first, in order. Finished utterances are never replayed to it.
+
 A request that was interrupted is added to the session's "stopped" set by the same kind
 of atomic call, and the worker's later events for it are refused: once ``interrupted``
 has an id, no chunk of that request can get a larger one.
@@ -49,6 +53,9 @@ logger = logging.getLogger(__name__)
 BACKLOG_SIZE = 2000  # events kept per session for late and reconnecting followers
 MESSAGE_TYPE = "session.event"  # handled by SessionEventsConsumer.session_event
 TERMINAL_EVENTS = {"session_ended"}
+# Events after which an utterance is over (``speaking_ended`` follows ``complete`` and
+# ``error`` at once; ``interrupted`` may come without it, for one that had not started).
+UTTERANCE_OVER = {"complete", "error", "interrupted", "speaking_ended"}
 
 # KEYS: counter, list, stopped set. ARGV: payload, refuse-if-stopped request id, request id
 # to stop, backlog size, key ttl, floor. Returns the new id; 0 when refused; NEEDS_START when
@@ -214,6 +221,12 @@ class EventCursor:
         )
         return self._advance(stored)
 
+    async def join(self) -> list[SessionEvent]:
+        """For a new follower: the stored events after ``join_point``, which it starts at."""
+        stored = await sync_to_async(events_after, thread_sensitive=False)(self.session_id, 0)
+        self.last_id = join_point(stored)
+        return self._advance(stored)
+
     async def live(self, message: dict[str, Any]) -> list[SessionEvent]:
         """What to deliver for one channel-layer message."""
         event_id = int(message.get("id", 0))
@@ -228,6 +241,20 @@ class EventCursor:
         if fresh:
             self.last_id = fresh[-1].id
         return fresh
+
+
+def join_point(events: list[SessionEvent]) -> int:
+    """The id a new follower starts after, given the stored events (oldest first): the
+    latest one's, or, while the latest utterance to start is not over, the one before that
+    utterance's ``speaking_started``."""
+    over: set[str] = set()
+    for event in reversed(events):
+        name, request_id = event.payload.get("event"), event.payload.get("request_id")
+        if name in UTTERANCE_OVER and isinstance(request_id, str):
+            over.add(request_id)
+        elif name == "speaking_started":
+            return events[-1].id if request_id in over else event.id - 1
+    return events[-1].id if events else 0
 
 
 def is_terminal(event: SessionEvent) -> bool:

@@ -52,3 +52,10 @@ def player_token_session_id(*, token: str) -> str | None:
 
 def player_url(*, session_id: str) -> str:
     return f"/player/session/{session_id}?{TOKEN_PARAM}={player_token_make(session_id=session_id)}"
+
+
+def player_chunk_url(*, chunk_url: str, token: str | None = None) -> str:
+    """Where the fragmented copy of the chunk at ``chunk_url`` (``/chunks/<request>/<name>``)
+    is served, opened by ``token`` (a player token of its session) when given."""
+    query = f"?{TOKEN_PARAM}={token}" if token else ""
+    return f"/player{chunk_url}{query}"

@@ -4,7 +4,8 @@
  * with Media Source Extensions: one MediaSource per utterance, chunks appended in index
  * order whatever order their downloads finish in, each at the end of the previous one
  * (explicit timestampOffset). The avatar's idle loop plays underneath and shows whenever
- * no utterance does. The page's token is the only credential: it goes on every URL.
+ * no utterance does. The page's token is the only credential: it is on the feed's URL, and
+ * the feed gives every chunk as a URL that opens it (the fragmented copy, with a token).
  *
  * Each chunk is cut to its own slot on the media timeline with the append window, so its
  * audio tiles with the next one sample by sample (see Utterance.place).
@@ -68,10 +69,6 @@
     console.warn("musetalk player:", message);
   }
 
-  function withToken(path) {
-    return `${path}${path.includes("?") ? "&" : "?"}token=${encodeURIComponent(config.token)}`;
-  }
-
   /* ---- status line -------------------------------------------------------------- */
 
   function render() {
@@ -88,7 +85,7 @@
   /* ---- one utterance: its chunks, in order, into one MediaSource --------------------- */
 
   async function fetchChunk(event, signal) {
-    const url = withToken(config.chunk_prefix + event.url);
+    const url = event.url;
     let lastError = null;
     for (let attempt = 1; attempt <= FETCH_ATTEMPTS; attempt += 1) {
       try {

@@ -114,10 +114,12 @@ def test_an_utterance_streams_in_order_and_a_reconnect_replays_what_was_missed(
     assert events[4][1] == {"event": "complete", "total_chunks": 3, "request_id": request_id}
     expected_frames = [25, 25, 12]  # floor(2.5 s * 25 fps) = 62 frames in 1 s chunks
     for chunk, frames in zip(chunks, expected_frames):
-        assert chunk["url"] == f"/chunks/{request_id}/chunk_{chunk['index'] + 1:04d}.mp4"
+        # The feed gives the fragmented copy for MSE, opened by the player's own token.
+        name = f"chunks/{request_id}/chunk_{chunk['index'] + 1:04d}.mp4"
+        assert chunk["url"] == f"/player/{name}?token={token}"
         assert chunk["duration"] == pytest.approx(frames / FPS)
         assert chunk["creation_time"]
-        body = requests.get(client.url(chunk["url"]) + f"?token={token}", timeout=30)
+        body = requests.get(client.url(f"/{name}?token={token}"), timeout=30)
         assert body.status_code == 200 and body.headers["Content-Type"] == "video/mp4"
         path = tmp_path / f"chunk{chunk['index']}.mp4"
         path.write_bytes(body.content)

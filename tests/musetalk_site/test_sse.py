@@ -5,7 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 import redis
 
-from musetalk_site.sse import sse_format, sse_response
+from musetalk_site.sse import OPENING, sse_format, sse_response
 
 
 async def _frames_until_redis_dies() -> AsyncIterator[str]:
@@ -21,7 +21,7 @@ async def _read(response) -> list[bytes]:
 async def test_a_stream_ends_cleanly_when_redis_goes_away():
     response = sse_response(_frames_until_redis_dies())
     parts = await _read(response)
-    assert parts == [b'id: 1\ndata: {"event": "chunk", "index": 0}\n\n']
+    assert parts == [OPENING.encode(), b'id: 1\ndata: {"event": "chunk", "index": 0}\n\n']
 
 
 @pytest.mark.asyncio
@@ -32,3 +32,18 @@ async def test_other_errors_still_reach_the_server():
 
     with pytest.raises(RuntimeError):
         await _read(sse_response(broken()))
+
+
+@pytest.mark.asyncio
+async def test_the_opening_frame_comes_before_the_first_event_exists():
+    """Headers go out with the first body bytes: the opening comment is yielded before
+    the frames' source is even asked for its first event."""
+    asked = []
+
+    async def frames() -> AsyncIterator[str]:
+        asked.append(True)
+        yield sse_format({"event": "progress"})
+
+    parts = aiter(sse_response(frames()))
+    assert await anext(parts) == OPENING.encode() and asked == []
+    assert b"data:" in await anext(parts)

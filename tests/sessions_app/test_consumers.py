@@ -6,7 +6,7 @@ from rest_framework.authtoken.models import Token
 
 from sessions_app.models import StreamSession
 from sessions_app.realtime import event_publish
-from sessions_app.tokens import player_token_make
+from sessions_app.tokens import player_token_make, player_token_session_id
 from tests.factories import StreamSessionFactory
 from tests.websockets import other_user_token, ws_connect, ws_refusal
 
@@ -76,3 +76,24 @@ async def test_a_closed_session_says_so_and_closes(redis_server):
     event = await communicator.receive_json_from(timeout=5)
     assert event["event"] == "session_ended" and event["reason"] == "expired"
     assert (await communicator.receive_output(timeout=5))["type"] == "websocket.close"
+
+
+async def test_chunk_urls_are_the_fragmented_copies_opened_as_the_follower_came_in(redis_server):
+    session, key = await _session()
+    sid = session.session_id
+    chunk = {"event": "chunk", "url": "/chunks/r_req_1/chunk_0001.mp4", "index": 0}
+    await publish(sid, chunk)
+    player = player_token_make(session_id=sid)
+    communicator, connected, _ = await ws_connect(f"/ws/sessions/{sid}/?token={player}")
+    assert connected
+    received = await communicator.receive_json_from(timeout=5)
+    assert received["url"] == f"/player/chunks/r_req_1/chunk_0001.mp4?token={player}"
+    await communicator.disconnect()
+    # Came in with the API key: the url gets a player token of this session, never the key.
+    communicator, connected, _ = await ws_connect(f"/ws/sessions/{sid}/?token={key}")
+    assert connected
+    url = (await communicator.receive_json_from(timeout=5))["url"]
+    path, token = url.split("?token=")
+    assert path == "/player/chunks/r_req_1/chunk_0001.mp4" and token != key
+    assert player_token_session_id(token=token) == sid
+    await communicator.disconnect()

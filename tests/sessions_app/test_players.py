@@ -86,7 +86,6 @@ def test_the_session_player_wires_in_its_token_and_feed(client: Client, session,
         "token": token,
         "events_url": f"/sessions/{sid}/events?token={token}",
         "idle_url": f"/player/session/{sid}/idle.mp4?token={token}",
-        "chunk_prefix": "/player",
         "start_after": 0,
         "fps": session.fps,
     }

@@ -30,6 +30,8 @@ async def _frames(response, count: int) -> list[tuple[str, dict]]:
         while "\n\n" in buffer and len(frames) < count:
             frame, buffer = buffer.split("\n\n", 1)
             lines = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+            if "data" not in lines:  # a comment: the opening frame, a keep-alive
+                continue
             frames.append((lines.get("id", ""), json.loads(lines["data"])))
         if len(frames) >= count:
             return frames
