@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
@@ -19,8 +21,22 @@ from musetalk_site.throttles import UploadThrottle
 from musetalk_site.uploads import require_upload
 from sessions_app import selectors, services
 from sessions_app.models import StreamSession
-from sessions_app.presenters import session_created_payload, session_payload
+from sessions_app.presenters import (
+    session_created_payload,
+    session_payload,
+    session_stats_payload,
+    sessions_live_payload,
+)
+from sessions_app.seed_hls_serializers import HlsBriefSerializer
 from sessions_app.tokens import ACCESS_TOKEN_QUERY, player_url
+
+
+def query_or_form(request: Request) -> dict[str, Any]:
+    """The parameters of a POST: the seed's clients send them in the query string, ours in
+    a form (or JSON) body; both work, and the query string wins."""
+    data = request.data
+    body = data.dict() if hasattr(data, "dict") else data if isinstance(data, dict) else {}
+    return {**body, **request.query_params.dict()}
 
 
 class ConfigSerializer(serializers.Serializer):
@@ -65,6 +81,12 @@ class SessionOutputSerializer(serializers.Serializer):
     active_request = RequestSerializer(allow_null=True)
     current_request = RequestSerializer(allow_null=True)
     chunks = ChunkSerializer(many=True)
+    active_stream = serializers.CharField(
+        allow_null=True, help_text="The seed's key: the request id of the active utterance"
+    )
+    last_activity = serializers.FloatField(help_text="Epoch seconds (the seed's key)")
+    age_seconds = serializers.FloatField()
+    idle_seconds = serializers.FloatField()
 
 
 class SessionCreateApi(APIView):
@@ -95,8 +117,7 @@ class SessionCreateApi(APIView):
         tags=["sessions"],
     )
     def post(self, request: Request) -> Response:
-        # The seed passes these as query parameters; a form body works too.
-        data = self.InputSerializer(data=request.query_params or request.data)
+        data = self.InputSerializer(data=query_or_form(request))
         data.is_valid(raise_exception=True)
         session = services.session_create(owner=authenticated_user(request), **data.validated_data)
         return Response(self.OutputSerializer(session_created_payload(session)).data)
@@ -127,7 +148,7 @@ class SessionStreamApi(APIView):
         tags=["sessions"],
     )
     def post(self, request: Request, session_id: str) -> Response:
-        data = self.InputSerializer(data=request.data)
+        data = self.InputSerializer(data=query_or_form(request))
         data.is_valid(raise_exception=True)
         session = selectors.session_get_for_user(
             user=authenticated_user(request), session_id=session_id
@@ -170,18 +191,22 @@ class SessionDetailApi(APIView):
 class SessionDeleteApi(APIView):
     class OutputSerializer(serializers.Serializer):
         session_id = serializers.CharField()
-        status = serializers.CharField()
+        status = serializers.CharField(help_text="deleted")
         message = serializers.CharField()
 
-    @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
+    @extend_schema(
+        responses={200: OutputSerializer, 404: error("No such open session (deleted already).")},
+        tags=["sessions"],
+    )
     def delete(self, request: Request, session_id: str) -> Response:
-        session = selectors.session_get_for_user(
+        # As in the seed API: an ended or expired session is not found any more.
+        session = selectors.session_get_open_for_user(
             user=authenticated_user(request), session_id=session_id
         )
         session = services.session_delete(session=session)
         payload = {
             "session_id": session.session_id,
-            "status": session.status,
+            "status": "deleted",
             "message": "Session ended; its chunks were deleted.",
         }
         return Response(self.OutputSerializer(payload).data)
@@ -232,6 +257,21 @@ class SessionKeepaliveApi(APIView):
         return Response(self.OutputSerializer(payload).data)
 
 
+class OpenSessionSerializer(serializers.Serializer):
+    """An open session as the seed's stats and live lists show it."""
+
+    session_id = serializers.CharField()
+    user_id = serializers.CharField(allow_null=True)
+    avatar_id = serializers.CharField()
+    kind = serializers.ChoiceField(choices=StreamSession.Kind.choices)
+    active_stream = serializers.CharField(allow_null=True)
+    age_seconds = serializers.FloatField()
+    idle_seconds = serializers.FloatField()
+    batch_size = serializers.IntegerField()
+    fps = serializers.IntegerField()
+    chunk_duration = serializers.FloatField()
+
+
 class SessionStatsApi(APIView):
     class OutputSerializer(serializers.Serializer):
         scope = serializers.ChoiceField(choices=["user", "all"])
@@ -241,12 +281,27 @@ class SessionStatsApi(APIView):
         total_streams = serializers.IntegerField()
         chunks_generated = serializers.IntegerField()
         chunks_served = serializers.IntegerField()
+        sessions = OpenSessionSerializer(many=True, help_text="The open sessions (the seed's)")
 
     @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
     def get(self, request: Request) -> Response:
-        return Response(
-            self.OutputSerializer(selectors.session_stats(user=authenticated_user(request))).data
-        )
+        payload = session_stats_payload(authenticated_user(request))
+        return Response(self.OutputSerializer(payload).data)
+
+
+class SessionLiveApi(APIView):
+    """``GET /sessions/live``: the open sessions speaking now, by kind (the seed's)."""
+
+    class OutputSerializer(serializers.Serializer):
+        total_live = serializers.IntegerField()
+        session_streams = OpenSessionSerializer(many=True)
+        hls_streams = HlsBriefSerializer(many=True)
+        webrtc_streams = serializers.ListField(child=serializers.DictField())
+
+    @extend_schema(responses={200: OutputSerializer}, tags=["sessions"])
+    def get(self, request: Request) -> Response:
+        payload = sessions_live_payload(authenticated_user(request))
+        return Response(self.OutputSerializer(payload).data)
 
 
 class ChunkFileApi(APIView):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
@@ -18,7 +21,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from musetalk_site.auth import TOKEN_PARAM
+from musetalk_site.auth import TOKEN_PARAM, request_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.schema import error
 from sessions_app import hls, selectors
@@ -43,7 +46,7 @@ class AnyAccept(BaseContentNegotiation):
         return renderer, renderer.media_type
 
 
-def _hls_response(content: str | bytes, *, content_type: str, cache: str) -> HttpResponse:
+def hls_response(content: str | bytes, *, content_type: str, cache: str) -> HttpResponse:
     response = HttpResponse(content, content_type=content_type)
     response["Cache-Control"] = cache
     # The token is in the URL and no cookie is needed, so players on other origins (an
@@ -52,10 +55,10 @@ def _hls_response(content: str | bytes, *, content_type: str, cache: str) -> Htt
     return response
 
 
-def _playlist_response(request: Request, text: str) -> HttpResponse:
+def playlist_response(request: Request, text: str) -> HttpResponse:
     """A playlist, gzipped for clients that accept it, however short: Apple's authoring
     spec (10.1) asks for it. It changes every second (and carries a token): no caching."""
-    response = _hls_response(text, content_type=hls.PLAYLIST_CONTENT_TYPE, cache="no-store")
+    response = hls_response(text, content_type=hls.PLAYLIST_CONTENT_TYPE, cache="no-store")
     patch_vary_headers(response, ["Accept-Encoding"])
     if ACCEPTS_GZIP.search(request.headers.get("Accept-Encoding", "")):
         response.content = compress_string(response.content)
@@ -63,8 +66,8 @@ def _playlist_response(request: Request, text: str) -> HttpResponse:
     return response
 
 
-class _PlaylistApi(APIView):
-    """A playlist of one session, for its owner or a player token of that session."""
+class HlsMediaView(APIView):
+    """A playlist or segment of one session, for its owner or a player token of it."""
 
     permission_classes = [AllowAny]
     content_negotiation_class = AnyAccept
@@ -76,6 +79,10 @@ class _PlaylistApi(APIView):
             response["Retry-After"] = str(exc.extra["retry_after"])
             response["Access-Control-Allow-Origin"] = "*"
         return response
+
+
+class _PlaylistApi(HlsMediaView):
+    """A playlist of one session."""
 
     @staticmethod
     def playlist(*, session: StreamSession, token: str | None) -> str:
@@ -95,7 +102,7 @@ class _PlaylistApi(APIView):
         session = selectors.session_get_for_access(
             user=request.user, token=token, session_id=session_id
         )
-        return _playlist_response(request, self.playlist(session=session, token=token))
+        return playlist_response(request, self.playlist(session=session, token=token))
 
 
 class HlsMasterPlaylistApi(_PlaylistApi):
@@ -132,19 +139,25 @@ class HlsSegmentApi(APIView):
         if segment.kind == hls.LIVE:
             session_chunk_served(session=session)
         # A published segment never changes; the token keeps it out of shared caches.
-        return _hls_response(
+        return hls_response(
             data, content_type=hls.SEGMENT_CONTENT_TYPE, cache="private, max-age=60"
         )
 
 
-def hls_player(request: HttpRequest, session_id: str) -> HttpResponse:
-    """``GET /hls/player/{id}?token=``: the iOS (Safari / WKWebView) player. The owner,
-    signed in, may open it without a token: the page then carries a fresh player token."""
+async def hls_player(request: HttpRequest, session_id: str) -> HttpResponse:
+    """``GET /hls/player/{id}?token=``: the iOS (Safari / WKWebView) player, also the page
+    of the seed API's HLS ``player_url``. Without a token, the session's owner may open it
+    (session cookie or ``Authorization`` header): the page then carries a fresh player token."""
     token = request.GET.get(TOKEN_PARAM)
+    user = AnonymousUser() if token else await request_user(request)
+    return await sync_to_async(_hls_player_render)(request, session_id, token, user)
+
+
+def _hls_player_render(
+    request: HttpRequest, session_id: str, token: str | None, user: Any
+) -> HttpResponse:
     try:
-        session = selectors.session_get_for_access(
-            user=request.user, token=token, session_id=session_id
-        )
+        session = selectors.session_get_for_access(user=user, token=token, session_id=session_id)
         config = hls.hls_player_config(session=session, token=token)
     except Exception as exc:
         return player_error_page(request, exc)

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import User
 from django.utils import timezone
 
 from sessions_app import selectors
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import last_event_id
+from sessions_app.seed_hls_payloads import hls_brief
 from sessions_app.services.stream import chunk_url
 from sessions_app.tokens import player_url
 
@@ -71,6 +74,7 @@ def chunk_list_payload(request: StreamRequest | None) -> list[dict[str, Any]]:
 def session_payload(session: StreamSession) -> dict[str, Any]:
     """Session fields, the active utterance and the chunks of the current/last one."""
     latest = selectors.request_latest(session=session)
+    active = selectors.request_active(session=session)
     remaining = (session.expires_at - timezone.now()).total_seconds()
     open_ = session.status == StreamSession.Status.ACTIVE
     return {
@@ -88,7 +92,65 @@ def session_payload(session: StreamSession) -> dict[str, Any]:
         "chunks_served": session.chunks_served,
         "events_url": f"/sessions/{session.session_id}/events",
         "last_event_id": last_event_id(session.session_id),
-        "active_request": request_payload(selectors.request_active(session=session)),
+        "active_request": request_payload(active),
         "current_request": request_payload(latest),
         "chunks": chunk_list_payload(latest),
+        # The seed's keys: the streaming request id, and epoch seconds.
+        "active_stream": active.request_id if active is not None else None,
+        **seed_ages(session, time.time()),
+    }
+
+
+def seed_ages(session: StreamSession, now: float) -> dict[str, float]:
+    """The seed's ``last_activity`` (epoch seconds), ``age_seconds`` and ``idle_seconds``."""
+    last_activity = session.last_activity_at.timestamp()
+    return {
+        "last_activity": last_activity,
+        "age_seconds": now - session.created_at.timestamp(),
+        "idle_seconds": now - last_activity,
+    }
+
+
+def _session_brief(session: StreamSession, now: float) -> dict[str, Any]:
+    """One open session in the seed's ``/sessions/stats`` and ``/sessions/live``; the
+    session comes from ``selectors.session_open_list`` (annotated ``active_stream``)."""
+    ages = seed_ages(session, now)
+    return {
+        "session_id": session.session_id,
+        "user_id": session.user_id or None,
+        "avatar_id": session.avatar.avatar_id,
+        "kind": session.kind,
+        "active_stream": getattr(session, "active_stream", None),
+        "age_seconds": ages["age_seconds"],
+        "idle_seconds": ages["idle_seconds"],
+        **session_config(session),
+    }
+
+
+def session_stats_payload(user: User) -> dict[str, Any]:
+    """Our counts, and the seed's ``sessions``: every open session in the caller's scope."""
+    now = time.time()
+    sessions = selectors.session_open_list(user=user)
+    return {
+        **selectors.session_stats(user=user),
+        "sessions": [_session_brief(session, now) for session in sessions],
+    }
+
+
+def sessions_live_payload(user: User) -> dict[str, Any]:
+    """The seed's ``GET /sessions/live``: the open sessions speaking now, by kind."""
+    now = time.time()
+    streams: dict[str, list[dict[str, Any]]] = {kind: [] for kind in StreamSession.Kind.values}
+    for session in selectors.session_open_list(user=user):
+        if session.kind == StreamSession.Kind.HLS:
+            brief = hls_brief(session, now)
+            if brief["active_stream"] is not None:
+                streams[session.kind].append(brief)
+        elif getattr(session, "active_stream", None) is not None:
+            streams[session.kind].append(_session_brief(session, now))
+    return {
+        "total_live": sum(len(found) for found in streams.values()),
+        "session_streams": streams[StreamSession.Kind.SSE],
+        "hls_streams": streams[StreamSession.Kind.HLS],
+        "webrtc_streams": streams[StreamSession.Kind.WEBRTC],
     }

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import User
-from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models import Count, OuterRef, Q, QuerySet, Subquery, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -53,6 +53,46 @@ def session_get_for_access(*, user: Any, token: str | None, session_id: str) -> 
     return session
 
 
+def session_is_open(*, session: StreamSession) -> bool:
+    """Open: active and not past its expiry (the maintenance may not have marked it yet)."""
+    return session.status == StreamSession.Status.ACTIVE and session.expires_at > timezone.now()
+
+
+def _open_or_404(session: StreamSession | None, session_id: str) -> StreamSession:
+    if session is None or not session_is_open(session=session):
+        raise Http404(f"Session {session_id!r} not found or expired.")
+    return session
+
+
+def session_get_open_for_user(*, user: User, session_id: str) -> StreamSession:
+    """The user's open session; an ended or expired one is not found (the seed API's 404)."""
+    return _open_or_404(
+        session_list_for_user(user=user).filter(session_id=session_id).first(), session_id
+    )
+
+
+def session_get_open_for_access(*, user: Any, token: str | None, session_id: str) -> StreamSession:
+    """:func:`session_get_for_access`, and not found once ended or expired."""
+    sessions = session_list_for_access(user=user, token=token)
+    return _open_or_404(sessions.filter(session_id=session_id).first(), session_id)
+
+
+def session_open_list(*, user: User, kind: str | None = None) -> QuerySet[StreamSession]:
+    """The open sessions of the user (staff: of everyone), oldest first, each annotated with
+    ``active_stream``: the request id of its queued or streaming utterance, if any."""
+    sessions = StreamSession.objects.select_related("avatar").filter(
+        status=StreamSession.Status.ACTIVE, expires_at__gt=timezone.now()
+    )
+    if not user.is_staff:
+        sessions = sessions.filter(owner=user)
+    if kind is not None:
+        sessions = sessions.filter(kind=kind)
+    active = StreamRequest.objects.filter(
+        session=OuterRef("pk"), status__in=StreamRequest.ACTIVE_STATUSES
+    ).values("request_id")[:1]
+    return sessions.annotate(active_stream=Subquery(active)).order_by("created_at", "pk")
+
+
 def request_active(*, session: StreamSession) -> StreamRequest | None:
     """The utterance queued or streaming in ``session`` (at most one)."""
     return session.requests.filter(status__in=StreamRequest.ACTIVE_STATUSES).first()
@@ -60,6 +100,12 @@ def request_active(*, session: StreamSession) -> StreamRequest | None:
 
 def request_latest(*, session: StreamSession) -> StreamRequest | None:
     return session.requests.order_by("-queued_at", "-pk").first()
+
+
+def request_get_in_session(*, session: StreamSession, request_id: str) -> StreamRequest | None:
+    if "\x00" in request_id:  # no id holds one, and PostgreSQL refuses NUL in a query
+        return None
+    return session.requests.filter(request_id=request_id).first()
 
 
 def chunk_list(*, request: StreamRequest) -> QuerySet[StreamChunk]:

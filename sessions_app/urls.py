@@ -8,6 +8,7 @@ from sessions_app import apis, views
 urlpatterns = [
     path("sessions/create", apis.SessionCreateApi.as_view(), name="session-create"),
     path("sessions/stats", apis.SessionStatsApi.as_view(), name="session-stats"),
+    path("sessions/live", apis.SessionLiveApi.as_view(), name="session-live"),
     path("sessions/", apis.SessionListApi.as_view(), name="session-list"),
     path("sessions/<id:session_id>/stream", apis.SessionStreamApi.as_view(), name="session-stream"),
     path("sessions/<id:session_id>/events", views.session_events, name="session-events"),

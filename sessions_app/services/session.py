@@ -51,9 +51,11 @@ def session_create(
     batch_size: int = 2,
     fps: int = 25,
     chunk_duration: float = 2.0,
+    kind: str = StreamSession.Kind.SSE,
 ) -> StreamSession:
     """Open a streaming session on one of the owner's ready avatars. An avatar without its
-    HLS idle parts (prepared before they were made at preparation) gets them from the worker."""
+    HLS idle parts (prepared before they were made at preparation) gets them from the worker.
+    ``kind`` only labels how the app means to play it: every session has every feed."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
     with transaction.atomic():
         _sessions_quota_check(owner)
@@ -64,6 +66,7 @@ def session_create(
             batch_size=batch_size,
             fps=fps,
             chunk_duration=chunk_duration,
+            kind=kind,
             expires_at=_expiry(),
         )
     if hls_idle_missing(avatar=avatar):

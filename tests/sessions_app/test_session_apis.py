@@ -220,11 +220,13 @@ def test_delete_ends_the_session_and_removes_its_chunks(
     folder = Path(settings.MEDIA_ROOT) / "chunks" / request.request_id
     with django_capture_on_commit_callbacks(execute=True):
         response = api.delete(f"/sessions/{session.session_id}")
-    assert response.status_code == 200 and response.json()["status"] == "ended"
+    assert response.status_code == 200 and response.json()["status"] == "deleted"
     assert not folder.exists()
     assert api.get(f"/chunks/{request.request_id}/chunk_0001.mp4").status_code == 404
     assert api.post(f"/sessions/{session.session_id}/keepalive").status_code == 410
-    assert api.delete(f"/sessions/{session.session_id}").status_code == 200  # idempotent
+    assert api.delete(f"/sessions/{session.session_id}").status_code == 404  # as in the seed
+    session.refresh_from_db()
+    assert session.status == StreamSession.Status.ENDED
 
 
 def test_keepalive_extends_the_expiry(api):
