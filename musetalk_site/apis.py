@@ -1,4 +1,4 @@
-"""Platform endpoints: API tokens and health."""
+"""Platform endpoints: API tokens, health and capabilities."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from rest_framework.views import APIView
 
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
-from musetalk_site.health import health_report
+from musetalk_site.health import capabilities, health_report
 from musetalk_site.quotas import quota_summary_for_user
 from musetalk_site.throttles import TokenThrottle
 
@@ -43,22 +43,54 @@ class AuthTokenApi(APIView):
         return Response(self.OutputSerializer({"token": token.key}).data)
 
 
+def _health_fields() -> dict[str, serializers.Field]:
+    return {
+        "ok": serializers.BooleanField(),
+        "service": serializers.CharField(),
+        "status": serializers.CharField(help_text="healthy or unhealthy"),
+        "down": serializers.ListField(child=serializers.CharField()),
+        "gpu_available": serializers.BooleanField(),
+        "cached_avatars": serializers.IntegerField(),
+        "active_requests": serializers.IntegerField(),
+        "anonymous_access": serializers.DictField(),
+    }
+
+
 class HealthApi(APIView):
-    """Database, Redis, worker heartbeat and engine profile; 503 naming what is down."""
+    """Database, Redis, worker heartbeat and engine profile; 503 naming what is down.
+
+    Also the seed API's keys: ``ok``, ``service``, ``status`` ("healthy"), ``gpu_available``,
+    ``cached_avatars`` and ``active_requests`` (read from the workers' heartbeats).
+    """
 
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     @extend_schema(
         responses={
-            200: inline_serializer("Health", {"status": serializers.CharField()}),
-            503: inline_serializer("HealthDown", {"status": serializers.CharField()}),
+            200: inline_serializer("Health", _health_fields()),
+            503: inline_serializer("HealthDown", _health_fields()),
         },
         tags=["health"],
     )
     def get(self, request: Request) -> Response:
         ok, report = health_report()
         return Response(report, status=status.HTTP_200_OK if ok else 503)
+
+
+class CapabilitiesApi(APIView):
+    """What this server offers, as the seed API's ``/capabilities`` names its features."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    class OutputSerializer(serializers.Serializer):
+        service = serializers.CharField()
+        features = serializers.DictField(child=serializers.BooleanField())
+
+    @extend_schema(responses={200: OutputSerializer}, tags=["health"])
+    def get(self, request: Request) -> Response:
+        return Response(self.OutputSerializer(capabilities()).data)
 
 
 class UsageSerializer(serializers.Serializer):

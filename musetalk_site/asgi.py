@@ -6,6 +6,7 @@ Django's parser as they arrive (``body_limit``, ``body_stream``).
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -20,6 +21,7 @@ from channels.security import websocket as websocket_security  # noqa: E402
 from django.conf import settings  # noqa: E402
 
 from musetalk_site import body_limit  # noqa: E402
+from musetalk_site.anonymous import anonymous_access_warning  # noqa: E402
 from musetalk_site.auth import TokenAuthMiddleware  # noqa: E402
 from musetalk_site.body_stream import StreamingASGIHandler  # noqa: E402
 from musetalk_site.routing import websocket_urlpatterns  # noqa: E402
@@ -29,6 +31,9 @@ UPLOAD_FIELDS = {
     "avatar-prepare": "video_file",
     "job-create": "audio_file",
     "session-stream": "audio_file",
+    "generate-stream": "audio_file",
+    "hls-session-stream": "audio_file",
+    "hls-group-stream": "audio_file",
 }
 
 
@@ -49,6 +54,8 @@ def _allowed_origins() -> list[str]:
 
 
 body_limit.install(upload_fields=UPLOAD_FIELDS)
+if settings.ANONYMOUS_ACCESS_USER:
+    logging.getLogger(__name__).warning("!!! %s !!!", anonymous_access_warning())
 django_asgi_app = StreamingASGIHandler()
 
 application = ProtocolTypeRouter(

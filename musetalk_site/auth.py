@@ -1,7 +1,8 @@
 """Authentication for plain (non-DRF) async views and WebSocket consumers.
 
 Browsers' EventSource and WebSocket cannot send headers, so besides the session cookie
-and ``Authorization: Token <key>`` these also accept ``?token=<key>``.
+and ``Authorization: Token <key>`` these also accept ``?token=<key>``; a request without any
+credentials may act as the anonymous-access user (``musetalk_site.anonymous``).
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from urllib.parse import parse_qs
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
+from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
 from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
+from musetalk_site.anonymous import TOKEN_PARAM, anonymous_access_user, anonymous_request_user
 from musetalk_site.errors import NotAuthenticatedError
-
-TOKEN_PARAM = "token"  # the query parameter of API and player tokens
 
 
 def user_for_token(key: str) -> Any:
@@ -51,9 +52,11 @@ async def request_user(request: HttpRequest) -> Any:
         return user
     header = request.headers.get("Authorization", "")
     key = _token_from_header(header) or request.GET.get(TOKEN_PARAM)
-    if not key:
-        return AnonymousUser()
-    return await sync_to_async(user_for_token)(key)
+    if key:
+        return await sync_to_async(user_for_token)(key)
+    if header or TOKEN_PARAM in request.GET:
+        return AnonymousUser()  # credentials of a kind we do not take, or an empty token
+    return await sync_to_async(anonymous_request_user)(request) or AnonymousUser()
 
 
 class TokenAuthMiddleware:
@@ -67,14 +70,19 @@ class TokenAuthMiddleware:
             key = _scope_token(scope)
             if key:
                 scope = {**scope, "user": await database_sync_to_async(user_for_token)(key)}
+            elif key is None and settings.ANONYMOUS_ACCESS_USER:
+                # The handshake's Origin is checked by the OriginValidator in front.
+                user = await database_sync_to_async(anonymous_access_user)()
+                scope = {**scope, "user": user or AnonymousUser()}
         return await self.app(scope, receive, send)
 
 
 def _scope_token(scope: dict) -> str | None:
-    query = parse_qs(scope.get("query_string", b"").decode())
-    if query.get(TOKEN_PARAM):
+    """The token a handshake carries; "" when it carries credentials that hold none."""
+    query = parse_qs(scope.get("query_string", b"").decode(), keep_blank_values=True)
+    if TOKEN_PARAM in query:
         return query[TOKEN_PARAM][0]
     for name, value in scope.get("headers", []):
         if name == b"authorization":
-            return _token_from_header(value.decode())
+            return _token_from_header(value.decode()) or ""
     return None

@@ -5,7 +5,8 @@ application, so a limit checked in Django comes after the disk has been filled. 
 makes daphne use :class:`LimitedWebRequest`, which decides as soon as the headers are in:
 
 - a caller without credentials (no ``Authorization`` header, no session cookie, no
-  ``?token=``) may send ``ANONYMOUS_REQUEST_BODY_BYTES``; a longer body gets a 401;
+  ``?token=``) may send ``ANONYMOUS_REQUEST_BODY_BYTES``; a longer body gets a 401 (unless
+  anonymous access is on: such a caller then acts as a user and gets a user's limits);
 - an upload (a multipart POST to one of the upload routes) may send its file's limit plus a
   margin for the other fields, and must announce its length (411 otherwise, as Django cannot
   parse a multipart body without one); any other body may send ``MAX_REQUEST_BODY_BYTES``;
@@ -24,7 +25,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import parse_qs, unquote
@@ -106,7 +108,22 @@ def _payload(exc: ApplicationError) -> ErrorPayload:
     return payload
 
 
-def response_bytes(payload: ErrorPayload) -> bytes:
+def cors_lines(*, origin: str | None, path: str) -> list[str]:
+    """The CORS headers django-cors-headers would add for ``origin`` on ``path``, for answers
+    sent before Django runs (a browser on an allowed origin must be able to read them)."""
+    if not origin or origin not in settings.CORS_ALLOWED_ORIGINS:
+        return []
+    if not re.match(settings.CORS_URLS_REGEX, path):
+        return []
+    exposed = ", ".join(settings.CORS_EXPOSE_HEADERS)
+    return [
+        f"Access-Control-Allow-Origin: {origin}",
+        f"Access-Control-Expose-Headers: {exposed}",
+        "Vary: Origin",
+    ]
+
+
+def response_bytes(payload: ErrorPayload, *, extra_lines: Sequence[str] = ()) -> bytes:
     """A complete HTTP/1.1 response carrying the JSON error body, closing the connection."""
     body = json.dumps(payload.body(), separators=(",", ":")).encode()
     reason = RESPONSES.get(payload.status, b"Error").decode()
@@ -114,6 +131,7 @@ def response_bytes(payload: ErrorPayload) -> bytes:
     lines += [f"Content-Length: {len(body)}", "Connection: close"]
     if payload.status == 401:
         lines.append(f"WWW-Authenticate: {TOKEN_CHALLENGE}")
+    lines += extra_lines
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
 
@@ -225,7 +243,10 @@ class LimitedWebRequest(http_protocol.WebRequest):
         self.requestHeaders.removeHeader(b"Expect")  # no "100 Continue" after the answer
         channel, transport = self.channel, self.transport
         channel.dataReceived = _drop
-        transport.write(response_bytes(payload))
+        origin = self.getHeader(b"origin")
+        path = self.path.decode("ascii", "replace").split("?", 1)[0]
+        cors = cors_lines(origin=origin.decode("latin-1") if origin else None, path=path)
+        transport.write(response_bytes(payload, extra_lines=cors))
         if self.paused:
             transport.resumeProducing()
         getattr(transport, "loseWriteConnection", transport.loseConnection)()
@@ -242,7 +263,10 @@ class LimitedWebRequest(http_protocol.WebRequest):
         )
 
     def _has_credentials(self) -> bool:
-        """Whether the request carries any credentials; the application checks them."""
+        """Whether the request carries any credentials, or may act as the anonymous-access
+        user without any; the application checks them."""
+        if settings.ANONYMOUS_ACCESS_USER:
+            return True
         if self.requestHeaders.hasHeader(b"Authorization"):
             return True
         if settings.SESSION_COOKIE_NAME.encode() in self.received_cookies:

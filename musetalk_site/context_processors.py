@@ -7,6 +7,7 @@ from typing import Any
 from django.http import HttpRequest
 
 from musetalk_site import health
+from musetalk_site.anonymous import anonymous_access_warning
 
 # The banner says whether the live workers run on random weights, which only changes when a
 # worker starts or stops: showing that a few seconds late is harmless, while scanning every
@@ -30,5 +31,8 @@ def engine_banner_cached() -> str:
 
 
 def platform(request: HttpRequest) -> dict[str, Any]:
-    """Expose the engine's demo-mode banner to every page."""
-    return {"engine_banner": engine_banner_cached()}
+    """Expose the engine's demo-mode banner and the anonymous-access warning to every page."""
+    return {
+        "engine_banner": engine_banner_cached(),
+        "anonymous_access_banner": anonymous_access_warning(),
+    }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -56,11 +57,22 @@ def get_engine() -> Engine:
 
 
 def engine_state() -> dict[str, Any]:
-    """What the engine says of itself (models, cache, budget), as published with heartbeats."""
+    """What the engine says of itself now (models, cache, budget), as published with each
+    heartbeat: read from the engine every time, never the copy taken when it loaded."""
     engine = _holder.engine
     if engine is None:
         return dict(_holder.state)
-    return {**_holder.state, **engine.describe()}
+    state = {**_holder.state, **engine.describe()}
+    _add_entry_ages(state.get("cache", {}).get("entries", {}), now=time.monotonic())
+    return state
+
+
+def _add_entry_ages(entries: dict[str, dict[str, Any]], *, now: float) -> None:
+    """Seconds since each cache entry was loaded and last used: the cache's times are this
+    process's monotonic clock, which means nothing to another process."""
+    for info in entries.values():
+        info["age_seconds"] = round(max(0.0, now - info.get("loaded_at", now)), 1)
+        info["idle_seconds"] = round(max(0.0, now - info.get("last_access", now)), 1)
 
 
 def requested_state() -> dict[str, Any]:

@@ -9,6 +9,7 @@ mapping it hands its children.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -122,6 +123,19 @@ def env_choice(
     value = _source(environ).get(name, default).strip() or default
     if value not in choices:
         raise ImproperlyConfigured(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+_USERNAME = re.compile(r"^[\w.@+-]{1,150}$")
+
+
+def env_username(name: str, *, environ: Mapping[str, str] | None = None) -> str:
+    """A Django username (letters, digits and ``@.+-_``, at most 150), or "" when unset."""
+    value = _source(environ).get(name, "").strip()
+    if value and not _USERNAME.match(value):
+        raise ImproperlyConfigured(
+            f"{name} must be a username (letters, digits and @.+-_, at most 150), got {value!r}"
+        )
     return value
 
 

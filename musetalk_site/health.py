@@ -1,4 +1,8 @@
-"""Health of the platform's parts: database, Redis, worker heartbeat, engine profile."""
+"""Health of the platform's parts: database, Redis, worker heartbeat, engine profile.
+
+The report carries the seed API's keys beside ours (``ok``, ``service``, ``status``:
+``"healthy"``, ``gpu_available``, ``cached_avatars``, ``active_requests``).
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,15 @@ from django.conf import settings
 from django.db import connection
 
 from inference.profiles import DEMO_WARNING
+from musetalk_site.anonymous import anonymous_access_warning
+from musetalk_site.engine_stats import workload
 from musetalk_site.heartbeat import WorkerBeat, beats_read
 from musetalk_site.redis_conn import redis_client
 
 logger = logging.getLogger(__name__)
 
 DEMO_BANNER = DEMO_WARNING  # the launcher, the worker's log, /health and the banner say the same
+SERVICE = "musetalk"
 
 
 @dataclass
@@ -55,6 +62,7 @@ def _worker_detail(beat: WorkerBeat, now: float) -> dict[str, Any]:
         "age_seconds": round(beat.age(now), 1),
         "stale": beat.age(now) > settings.WORKER_STALE_SECONDS,
         "engine": beat.engine,
+        "running": beat.running,
     }
 
 
@@ -101,11 +109,24 @@ def check_worker(redis_ok: bool) -> Check:
     return Check(not uncovered, detail)
 
 
+def live_workers(worker: Check) -> list[dict[str, Any]]:
+    """The fresh workers whose engine is loaded, freshest first."""
+    workers = worker.detail.get("workers", [])
+    return [item for item in workers if not item["stale"] and item["engine"].get("loaded")]
+
+
+def _generates(item: dict[str, Any]) -> bool:
+    queues = item["queues"] or ["*"]
+    return "*" in queues or "generate" in queues
+
+
 def engine_state(worker: Check) -> dict[str, Any]:
-    """What the freshest live worker loaded (profile, device, backends, demo flag)."""
-    for item in worker.detail.get("workers", []):
-        if not item["stale"] and item["engine"].get("loaded"):
-            return dict(item["engine"])
+    """What the freshest live worker that generates loaded (profile, device, backends, demo
+    flag, its cache and budget); a worker that only prepares avatars caches none, so it is
+    taken only when no other is live."""
+    live = live_workers(worker)
+    for item in [item for item in live if _generates(item)] + live:
+        return dict(item["engine"])
     return {
         "profile": None,
         "requested_profile": settings.MUSETALK_MODEL_PROFILE,
@@ -121,15 +142,26 @@ def health_report() -> tuple[bool, dict[str, Any]]:
     checks = {"database": database, "redis": redis_check, "worker": worker}
     down = [name for name, check in checks.items() if not check.ok]
     report: dict[str, Any] = {
-        "status": "ok" if not down else "unhealthy",
+        "ok": not down,
+        "service": SERVICE,
+        "status": "healthy" if not down else "unhealthy",
         "down": down,
         "checks": {name: {"ok": c.ok, **c.detail} for name, c in checks.items()},
         "engine": engine,
+        **workload(live_workers(worker), engine),
+        "anonymous_access": _anonymous_access(),
     }
     if engine.get("demo"):
         report["demo_mode"] = True
         report["warning"] = DEMO_BANNER
     return not down, report
+
+
+def _anonymous_access() -> dict[str, Any]:
+    user = settings.ANONYMOUS_ACCESS_USER
+    if not user:
+        return {"enabled": False}
+    return {"enabled": True, "user": user, "warning": anonymous_access_warning()}
 
 
 def engine_banner() -> str:
@@ -142,3 +174,21 @@ def engine_banner() -> str:
         logger.debug("engine state unavailable for the banner", exc_info=True)
         return ""
     return DEMO_BANNER if engine.get("demo") else ""
+
+
+def capabilities() -> dict[str, Any]:
+    """The seed API's feature flags (its pose, WebRTC-sync and local TTS features are not
+    offered here), and ours."""
+    return {
+        "service": SERVICE,
+        "features": {
+            "pose_sets_v1": False,
+            "pose_plans_v2": False,
+            "timestamp_locked_av_sync": False,
+            "local_kokoro_tts": False,
+            "sse_chunks": True,
+            "hls_sessions": True,
+            "websocket_events": True,
+            "anonymous_access": bool(settings.ANONYMOUS_ACCESS_USER),
+        },
+    }

@@ -21,6 +21,7 @@ class WorkerBeat:
     beat_at: float
     engine: dict[str, Any] = field(default_factory=dict)
     queues: list[str] = field(default_factory=list)  # ["*"]: every queue
+    running: dict[str, int] = field(default_factory=dict)  # queue -> messages being processed
 
     def age(self, now: float | None = None) -> float:
         return max(0.0, (now if now is not None else time.time()) - self.beat_at)

@@ -3,10 +3,11 @@
 Checks its environment first (a bad value is one line on stderr and exit status 2, before
 anything starts), resolves the model profile with the engine's own ``auto`` rule
 (:func:`inference.profiles.resolve_profile`: real weights, else a download, else a loud demo
-mode), prepares the database and static files, creates the demo account, then runs Redis
-(embedded unless ``REDIS_URL`` is set), the workers and daphne until Ctrl-C, restarting any
-of them that dies (:class:`Supervisor`). Ctrl-C stops them gracefully; a second one kills
-what is still running.
+mode), prepares the database and static files, creates the demo account, checks that
+``ANONYMOUS_ACCESS_USER`` (when set) names an existing user and says loudly that it is on,
+then runs Redis (embedded unless ``REDIS_URL`` is set), the workers and daphne until Ctrl-C,
+restarting any of them that dies (:class:`Supervisor`). Ctrl-C stops them gracefully; a
+second one kills what is still running.
 
 This process never imports torch: only the worker loads models.
 """
@@ -31,7 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from inference.config import PROFILES
 from inference.errors import InferenceError
 from inference.profiles import DEMO_WARNING, PROFILE_AUTO, ResolvedProfile, resolve_profile
-from musetalk_site.env import env_choice, env_float, env_int, env_str
+from musetalk_site.env import env_choice, env_float, env_int, env_str, env_username
 from musetalk_site.stack import BASE_DIR, Child, Stack, StackConfig
 
 logger = logging.getLogger("musetalk.launcher")
@@ -54,6 +55,7 @@ class LaunchConfig:
     prepare_threads: int
     worker_shutdown_seconds: float
     startup_timeout: float
+    anonymous_access_user: str  # "": off
 
 
 def read_launch_config(env: Mapping[str, str]) -> LaunchConfig:
@@ -74,6 +76,7 @@ def read_launch_config(env: Mapping[str, str]) -> LaunchConfig:
             "WORKER_SHUTDOWN_SECONDS", 30.0, minimum=1.0, environ=env
         ),
         startup_timeout=env_float("STARTUP_TIMEOUT", 300.0, minimum=1.0, environ=env),
+        anonymous_access_user=env_username("ANONYMOUS_ACCESS_USER", environ=env),
     )
 
 
@@ -95,6 +98,21 @@ def _setup_database(env: dict[str, str]) -> None:
             raise SystemExit(f"manage.py {args[0]} failed")
     result = _manage("ensure_demo_user", env=env)
     sys.stdout.write(result.stdout)
+
+
+def check_anonymous_access(env: dict[str, str], config: LaunchConfig) -> str | None:
+    """Say loudly that anonymous access is on; the reason not to start when its user does
+    not exist (None: start)."""
+    if not config.anonymous_access_user:
+        return None
+    result = _manage("check_anonymous_access", env=env)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        return lines[-1] if lines else "manage.py check_anonymous_access failed"
+    warning = result.stdout.strip()
+    bar = "!" * (len(warning) + 8)
+    logger.warning("\n%s\n!!! %s !!!\n%s", bar, warning, bar)
+    return None
 
 
 def _download_models(models_dir: Path, *, env: dict[str, str]) -> None:
@@ -255,6 +273,10 @@ def main() -> int:
         sys.stderr.write(f"{exc.message}\n")
         return 1
     _setup_database(env)
+    refusal = check_anonymous_access(env, config)
+    if refusal is not None:
+        sys.stderr.write(f"configuration error: {refusal}\n")
+        return EXIT_BAD_CONFIG
     return _run(Stack(_stack_config(config, env)), startup_timeout=config.startup_timeout)
 
 

@@ -16,6 +16,7 @@ from musetalk_site.env import (
     env_rate,
     env_secret,
     env_str,
+    env_username,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -77,10 +78,11 @@ SECURE_PROXY_SSL_HEADER = (
 # ?token=) or a player token, never cookies, so credentials are not allowed.
 CORS_ALLOWED_ORIGINS = env_list("CORS_ALLOWED_ORIGINS", [])
 CORS_ALLOW_CREDENTIALS = False
-# The API, SSE feeds, chunks and HLS; not the pages, the login or the admin.
+# The API, SSE feeds, chunks and HLS, the health and stats, and the root's JSON; not the
+# pages, the login or the admin.
 CORS_URLS_REGEX = (
     r"^/(api/|avatars/|generate|sessions/|chunks/|hls/(?!player/)|player/chunks/"
-    r"|player/session/[^/]+/idle\.mp4$|health$)"
+    r"|player/session/[^/]+/idle\.mp4$|health$|stats(/cache)?$|capabilities$|$)"
 )
 # EventSource resends Last-Event-ID on reconnect; media elements may ask for a Range.
 CORS_ALLOW_HEADERS = [*cors_default_headers, "last-event-id", "range"]
@@ -167,6 +169,12 @@ FILE_UPLOAD_HANDLERS = ["musetalk_site.uploads.LimitedUploadHandler"]
 # Caps on every other request body, and on any body sent without credentials (body_limit.py).
 MAX_REQUEST_BODY_BYTES = 1024 * 1024
 ANONYMOUS_REQUEST_BODY_BYTES = 64 * 1024
+
+# Opt-in, for clients that send no credentials (the seed API's players, load tester and
+# request collections) on a trusted network: such requests act as this one existing user.
+# Empty: off, every request needs credentials. Requests that carry credentials are checked as
+# always, and a browser page on another origin (not in CORS_ALLOWED_ORIGINS) never gets it.
+ANONYMOUS_ACCESS_USER = env_username("ANONYMOUS_ACCESS_USER")
 
 # Per-user quotas (musetalk_site/quotas.py); each can be overridden per user in the admin.
 # 0: unlimited.
@@ -255,6 +263,8 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
+        # Last: only a request that carries no credentials at all (see ANONYMOUS_ACCESS_USER).
+        "musetalk_site.anonymous.AnonymousAccessAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
@@ -270,6 +280,11 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # The schema documents the credentials; anonymous access is the operator's, not the API's.
+    "AUTHENTICATION_WHITELIST": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
     "ENUM_NAME_OVERRIDES": {
         "AvatarStatusEnum": "avatars.models.Avatar.Status",
         "JobStatusEnum": "avatars.models.GenerationJob.Status",

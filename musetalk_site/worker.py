@@ -18,6 +18,7 @@ from collections.abc import Callable
 import dramatiq
 from django.conf import settings
 from django.db import close_old_connections
+from dramatiq.broker import MessageProxy
 from dramatiq.middleware import Middleware
 
 from musetalk_site.engine import (
@@ -92,7 +93,8 @@ def _guarded(step: Callable[[], object], name: str) -> None:
 
 
 class HeartbeatMiddleware(_Periodic):
-    """Writes this worker's heartbeat (and engine state) to Redis every few seconds.
+    """Writes this worker's heartbeat (its engine's state, the messages it is processing) to
+    Redis every few seconds.
 
     It does nothing else: a slow step here would let other workers think this one is dead.
     """
@@ -104,6 +106,10 @@ class HeartbeatMiddleware(_Periodic):
         self._worker_id = ""
         self._queues: list[str] = []
         self._started_at = time.time()
+        self._lock = threading.Lock()
+        # By message id: a message skipped by a middleware before this one never reached
+        # before_process_message, and must not be taken off a count.
+        self._running: dict[str, str] = {}  # message id -> queue
 
     def interval(self) -> float:
         return float(settings.WORKER_HEARTBEAT_SECONDS)
@@ -120,6 +126,33 @@ class HeartbeatMiddleware(_Periodic):
         super().before_worker_shutdown(broker, worker)
         _guarded(lambda: beat_delete(redis_client(), self._worker_id), "heartbeat removal")
 
+    def before_process_message(self, broker: dramatiq.Broker, message: MessageProxy) -> None:
+        """Count the message as running on its queue."""
+        with self._lock:
+            self._running[message.message_id] = message.queue_name
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: MessageProxy,
+        *,
+        result: object = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        """The message is no longer running."""
+        with self._lock:
+            self._running.pop(message.message_id, None)
+
+    after_skip_message = after_process_message
+
+    def running(self) -> dict[str, int]:
+        """Messages being processed now, by queue."""
+        counts: dict[str, int] = {}
+        with self._lock:
+            for queue in self._running.values():
+                counts[queue] = counts.get(queue, 0) + 1
+        return counts
+
     def tick(self) -> None:
         beat = WorkerBeat(
             worker_id=self._worker_id,
@@ -129,6 +162,7 @@ class HeartbeatMiddleware(_Periodic):
             beat_at=time.time(),
             engine=engine_state(),
             queues=self._queues,
+            running=self.running(),
         )
         ttl = int(max(60, settings.WORKER_STALE_SECONDS * 4))
         beat_write(redis_client(), beat, ttl_seconds=ttl)

@@ -16,7 +16,7 @@ from pathlib import Path
 from musetalk_site.stack import BASE_DIR
 
 # The wiring: the only modules that name every app.
-WIRING = {"__init__", "asgi", "routing", "selectors", "settings", "urls", "views"}
+WIRING = {"__init__", "asgi", "routing", "selectors", "settings", "stats_apis", "urls", "views"}
 
 
 def _contract_sources(name: str) -> set[str]:

@@ -83,7 +83,7 @@ def test_ensure_demo_user_prints_credentials_only_once(capsys, client):
 
 def test_pages_need_a_login_and_login_works(client):
     UserFactory(username="dave")
-    response = client.get("/")
+    response = client.get("/", headers={"accept": "text/html"})  # a browser
     assert response.status_code == 302 and response["Location"].startswith("/login/")
     response = client.post("/login/", {"username": "dave", "password": "correct horse battery"})
     assert response.status_code == 302

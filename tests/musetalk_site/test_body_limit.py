@@ -6,7 +6,12 @@ import pytest
 from django.conf import settings
 
 from musetalk_site.asgi import UPLOAD_FIELDS
-from musetalk_site.body_limit import UPLOAD_MARGIN_BYTES, body_rule, response_bytes
+from musetalk_site.body_limit import (
+    UPLOAD_MARGIN_BYTES,
+    body_rule,
+    cors_lines,
+    response_bytes,
+)
 
 
 def _rule(method: str = "POST", path: str = "/generate", **kwargs):
@@ -68,3 +73,18 @@ def test_a_refusal_is_a_complete_json_response_that_closes_the_connection():
         "message": "Authentication credentials were not provided.",
         "extra": {},
     }
+
+
+def test_a_refusal_before_django_carries_cors_headers_for_an_allowed_origin(settings):
+    settings.CORS_ALLOWED_ORIGINS = ["https://app.example.com"]
+    lines = cors_lines(origin="https://app.example.com", path="/generate")
+    raw = response_bytes(_rule(has_credentials=False).refusal, extra_lines=lines)
+    head = raw.partition(b"\r\n\r\n")[0].decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in head[1:])
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "Retry-After" in headers["Access-Control-Expose-Headers"]
+    assert headers["Vary"] == "Origin"
+    # Another origin, or a page outside the API, gets none.
+    assert cors_lines(origin="https://evil.example.com", path="/generate") == []
+    assert cors_lines(origin="https://app.example.com", path="/admin/login/") == []
+    assert cors_lines(origin=None, path="/generate") == []

@@ -29,7 +29,7 @@ def test_health_is_green_with_a_fresh_worker(redis_server):
     response = APIClient().get("/health")
     assert response.status_code == 200
     body = response.json()
-    assert body["status"] == "ok" and body["down"] == []
+    assert body["status"] == "healthy" and body["ok"] is True and body["down"] == []
     assert body["checks"]["database"]["ok"] and body["checks"]["redis"]["ok"]
     assert body["checks"]["worker"]["age_seconds"] < 5
     assert body["engine"]["profile"] == "random-tiny"
