@@ -11,6 +11,11 @@ came. Comment frames carry no ``data:`` line: EventSource and line-based readers
 When Redis goes away (killed, and being restarted), every stream ends cleanly, so that its
 client reconnects (an ``EventSource`` sends its ``Last-Event-ID``). Left to the server, the
 error would come after the response had started, and the connection would stay open, silent.
+
+When the client hangs up, Django stops reading the response but leaves its async iterator to
+the garbage collector, so the ``finally`` blocks of the frames' generators (leaving the
+group, stopping the work the stream was for) would run at some later time, or never. The
+response closes them itself when Django closes it (:class:`EventStreamResponse`).
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import redis
+from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.http import StreamingHttpResponse
 
@@ -70,19 +76,47 @@ async def follow_group(
         await layer.group_discard(group, channel)
 
 
-async def _ended_cleanly(frames: AsyncIterator[str]) -> AsyncIterator[str]:
+async def _ended_cleanly(frames: AsyncIterator[str]) -> AsyncGenerator[str]:
     """``OPENING``, then ``frames`` up to the moment Redis goes away (see the module
-    docstring)."""
-    yield OPENING
+    docstring); closing this closes ``frames``."""
     try:
+        yield OPENING
         async for frame in frames:
             yield frame
     except REDIS_DOWN as exc:
         logger.warning("event stream ended: Redis is unreachable (%s)", exc)
+    finally:
+        close = getattr(frames, "aclose", None)
+        if close is not None:
+            await close()
+
+
+class EventStreamResponse(StreamingHttpResponse):
+    """An event stream whose frames' generators are closed when the response is: at once
+    when the client hangs up, so their ``finally`` blocks run then (see the module
+    docstring)."""
+
+    def __init__(self, frames: AsyncIterator[str]) -> None:
+        self._frames = _ended_cleanly(frames)
+        super().__init__(self._frames, content_type="text/event-stream")
+        self["Cache-Control"] = "no-cache"
+        self["X-Accel-Buffering"] = "no"
+
+    def close(self) -> None:
+        # Django calls this from a worker thread of the request's event loop; a generator
+        # still suspended there is closed on that loop.
+        suspended = getattr(self._frames, "ag_frame", None) is not None
+        if suspended and not getattr(self._frames, "ag_running", False):
+            try:
+                async_to_sync(_aclose)(self._frames)
+            except Exception:  # closing must not fail the request's end
+                logger.exception("could not close an event stream")
+        super().close()
+
+
+async def _aclose(frames: AsyncGenerator[str]) -> None:
+    await frames.aclose()
 
 
 def sse_response(frames: AsyncIterator[str]) -> StreamingHttpResponse:
-    response = StreamingHttpResponse(_ended_cleanly(frames), content_type="text/event-stream")
-    response["Cache-Control"] = "no-cache"
-    response["X-Accel-Buffering"] = "no"
-    return response
+    return EventStreamResponse(frames)

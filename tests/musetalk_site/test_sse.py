@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 import redis
+from asgiref.sync import sync_to_async
 
 from musetalk_site.sse import OPENING, sse_format, sse_response
 
@@ -47,3 +49,28 @@ async def test_the_opening_frame_comes_before_the_first_event_exists():
     parts = aiter(sse_response(frames()))
     assert await anext(parts) == OPENING.encode() and asked == []
     assert b"data:" in await anext(parts)
+
+
+@pytest.mark.asyncio
+async def test_closing_the_response_of_a_client_that_hung_up_runs_the_frames_cleanup():
+    """As Django does when its client hangs up: it stops reading mid-stream, then closes the
+    response from a worker thread; the frames' ``finally`` must run then, not at some later
+    garbage collection."""
+    cleaned: list[str] = []
+
+    async def endless() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield sse_format({"event": "progress"})
+        finally:
+            await asyncio.sleep(0)  # cleanup that awaits, as leaving a group does
+            cleaned.append("done")
+
+    response = sse_response(endless())
+    reader = response.__aiter__()
+    assert await reader.__anext__() == OPENING.encode()
+    await reader.__anext__()  # one event read; then the client is gone
+    await reader.aclose()  # what Django's aclosing() does to its own iterator
+    assert cleaned == []  # that alone leaves the frames suspended
+    await sync_to_async(response.close)()
+    assert cleaned == ["done"]
