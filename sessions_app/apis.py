@@ -176,13 +176,21 @@ class SessionListApi(ListApi):
 
 
 class SessionDetailApi(APIView):
+    """``GET /sessions/{id}/status``: an open session. As in the seed API, an ended (deleted)
+    or expired session is not found any more; ``GET /sessions/`` still lists it."""
+
     permission_classes = [AllowAny]  # the owner, or a player token of this session
 
     @extend_schema(
-        parameters=[ACCESS_TOKEN_QUERY], responses={200: SessionOutputSerializer}, tags=["sessions"]
+        parameters=[ACCESS_TOKEN_QUERY],
+        responses={
+            200: SessionOutputSerializer,
+            404: error("No such open session (ended, deleted or expired)."),
+        },
+        tags=["sessions"],
     )
     def get(self, request: Request, session_id: str) -> Response:
-        session = selectors.session_get_for_access(
+        session = selectors.session_get_open_for_access(
             user=request.user, token=request.query_params.get(TOKEN_PARAM), session_id=session_id
         )
         return Response(SessionOutputSerializer(session_payload(session)).data)

@@ -216,6 +216,15 @@ def test_delete_answers_deleted_then_not_found(api, django_capture_on_commit_cal
     assert response.json()["status"] == "deleted"
     assert response.json()["session_id"] == session.session_id
     assert api.delete(f"/sessions/{session.session_id}").status_code == 404
+    assert api.get(f"/sessions/{session.session_id}/status").status_code == 404
+    # Our own list still shows it, ended.
+    [listed] = api.get("/sessions/").json()["results"]
+    assert (listed["session_id"], listed["status"]) == (session.session_id, "ended")
+
+
+def test_an_expired_session_is_not_found_either(api):
+    session = StreamSessionFactory(owner=api.user, expires_at=timezone.now())
+    assert api.get(f"/sessions/{session.session_id}/status").status_code == 404
 
 
 def test_create_takes_a_form_body_as_well_as_the_query(api):
