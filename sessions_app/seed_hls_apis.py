@@ -117,7 +117,7 @@ class HlsSessionCreateApi(APIView):
         settings = _session_settings(asked)
         owner = authenticated_user(request)
         session = services.session_create(owner=owner, kind=StreamSession.Kind.HLS, **settings)
-        return Response(out.HlsCreatedSerializer(hls_created_payload(session, asked)).data)
+        return Response(out.HlsCreatedSerializer(hls_created_payload(session)).data)
 
 
 class HlsSessionStreamApi(APIView):

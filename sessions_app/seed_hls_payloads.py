@@ -41,11 +41,11 @@ def hls_config(session: StreamSession) -> dict[str, Any]:
     }
 
 
-def hls_created_payload(session: StreamSession, asked: dict[str, Any]) -> dict[str, Any]:
-    """The seed's answer to ``POST /hls/sessions/create``: its config echoes what was
-    asked (as the seed does), plus the ``fps`` and ``chunk_duration`` in use."""
-    config = {key: asked.get(key) for key in hls_config(session)}
-    config.update(fps=session.fps, chunk_duration=session.chunk_duration)
+def hls_created_payload(session: StreamSession) -> dict[str, Any]:
+    """The seed's answer to ``POST /hls/sessions/create``. Its config says what the session
+    uses (as ``status`` does later), which is not always what was asked: one frame rate for
+    playback and speech, no partial segments, no server timing."""
+    config = {**hls_config(session), "fps": session.fps, "chunk_duration": session.chunk_duration}
     return {
         "session_id": session.session_id,
         **hls_urls(session),

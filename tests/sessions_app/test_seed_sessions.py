@@ -261,8 +261,16 @@ def test_hls_create_takes_the_seed_query_and_answers_its_keys(api):
     sid = body["session_id"]
     assert body["player_url"].startswith(f"/hls/player/{sid}?token=")
     assert body["manifest_url"].startswith(f"/hls/sessions/{sid}/index.m3u8?token=")
-    assert body["config"]["playback_fps"] == 30 and body["config"]["musetalk_fps"] == 15
-    assert body["config"]["segment_duration"] == 1.0 and body["config"]["hls_server_timing"]
+    # The config says what the session uses, as its status will: speech and playback at
+    # musetalk_fps, whole segments, no server timing.
+    config = body["config"]
+    assert (config["playback_fps"], config["musetalk_fps"], config["fps"]) == (15, 15, 15)
+    assert config["segment_duration"] == 1.0 and config["hls_server_timing"] is False
+    assert config == {
+        key: value
+        for key, value in api.get(f"/hls/sessions/{sid}/status").json().items()
+        if key in config
+    } | {"fps": 15, "chunk_duration": 1.0}
     assert body["user_id"] is None and "expires_in_seconds" in body
     session = StreamSession.objects.get(session_id=sid)
     assert (session.kind, session.fps, session.chunk_duration) == ("hls", 15, 1.0)
