@@ -52,6 +52,7 @@ async def test_the_opening_frame_comes_before_the_first_event_exists():
 
 
 @pytest.mark.asyncio
+@pytest.mark.django_db  # closing a response sends request_finished, which tidies connections
 async def test_closing_the_response_of_a_client_that_hung_up_runs_the_frames_cleanup():
     """As Django does when its client hangs up: it stops reading mid-stream, then closes the
     response from a worker thread; the frames' ``finally`` must run then, not at some later
