@@ -33,6 +33,7 @@ from tests.media import make_face_video
 pytestmark = [pytest.mark.e2e]
 
 NAMESPACE = "musetalk:dramatiq"  # settings.DRAMATIQ_BROKER
+RUNNING = "MuseTalk is running: dashboard at"  # the launcher, once it supervises
 
 
 @dataclass
@@ -93,7 +94,9 @@ def _launch(tmp: Path, **env_overrides: str) -> Launched:
         )
     launched = Launched(process, port, log, tmp / "var")
     deadline = time.monotonic() + 300
-    while launched.health() != 200:
+    # Up once the launcher says so: until then it is still starting, and a child that dies
+    # during startup stops it (a /health 200 alone can come a moment before that).
+    while RUNNING not in launched.output() or launched.health() != 200:
         assert process.poll() is None, launched.output()[-5000:]
         assert time.monotonic() < deadline, launched.output()[-5000:]
         time.sleep(0.5)
