@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from django.http import FileResponse
@@ -25,6 +24,7 @@ from avatars.presenters import (
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.pagination import ListApi, paginate
+from musetalk_site.params import query_or_form
 from musetalk_site.schema import (
     QUOTA_AVATARS_OR_STORAGE,
     QUOTA_MINUTES,
@@ -38,15 +38,6 @@ MULTIPART = [MultiPartParser, FormParser]
 PREPARE_WAIT_SECONDS = 900.0
 WARM_WAIT_SECONDS = 60.0
 MAX_WAIT_SECONDS = 3600.0
-
-
-def query_or_form(request: Request) -> dict[str, Any]:
-    """The input of an upload: the seed's clients send the fields in the query string, ours
-    in the multipart form; both are read, and the query string wins (as on every seed
-    route)."""
-    data = request.data
-    form = dict(data.items()) if isinstance(data, Mapping) else {}
-    return {**form, **request.query_params.dict()}
 
 
 def seed_query(name: str, kind: Any, description: str) -> OpenApiParameter:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from django.conf import settings
 from django.http import FileResponse
 from drf_spectacular.utils import extend_schema
@@ -16,6 +14,7 @@ from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM, authenticated_user
 from musetalk_site.pagination import ListApi, paginate
+from musetalk_site.params import query_or_form
 from musetalk_site.schema import QUOTA_MINUTES, QUOTA_SESSIONS, error
 from musetalk_site.throttles import UploadThrottle
 from musetalk_site.uploads import require_upload
@@ -29,14 +28,6 @@ from sessions_app.presenters import (
 )
 from sessions_app.seed_hls_serializers import HlsBriefSerializer
 from sessions_app.tokens import ACCESS_TOKEN_QUERY, player_url
-
-
-def query_or_form(request: Request) -> dict[str, Any]:
-    """The parameters of a POST: the seed's clients send them in the query string, ours in
-    a form (or JSON) body; both work, and the query string wins."""
-    data = request.data
-    body = data.dict() if hasattr(data, "dict") else data if isinstance(data, dict) else {}
-    return {**body, **request.query_params.dict()}
 
 
 class ConfigSerializer(serializers.Serializer):

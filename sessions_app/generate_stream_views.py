@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 from channels.db import database_sync_to_async
 from django.http import StreamingHttpResponse
@@ -15,6 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from musetalk_site.auth import authenticated_user
+from musetalk_site.params import query_or_form
 from musetalk_site.schema import QUOTA_MINUTES, QUOTA_SESSIONS, error
 from musetalk_site.sse import KEEPALIVE, sse_format, sse_response
 from musetalk_site.throttles import UploadThrottle
@@ -65,18 +65,12 @@ class GenerateStreamApi(APIView):
         tags=["sessions"],
     )
     def post(self, request: Request) -> StreamingHttpResponse:
-        data = self.InputSerializer(data=_fields(request))
+        data = self.InputSerializer(data=query_or_form(request))
         data.is_valid(raise_exception=True)
         fields = {key: value for key, value in data.validated_data.items() if key != "audio_file"}
         audio = require_upload(request._request, request.FILES, "audio_file")
         stream = generate_stream_start(owner=authenticated_user(request), audio=audio, **fields)
         return sse_response(generated_frames(stream))
-
-
-def _fields(request: Request) -> dict[str, Any]:
-    """The seed's clients send the settings in the query string; form fields work too."""
-    form = request.data if isinstance(request.data, dict) else {}
-    return {**{key: form[key] for key in form}, **request.query_params.dict()}
 
 
 async def generated_frames(stream: GeneratedStream) -> AsyncIterator[str]:

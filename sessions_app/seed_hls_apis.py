@@ -19,12 +19,12 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM, authenticated_user
+from musetalk_site.params import query_or_form
 from musetalk_site.schema import QUOTA_MINUTES, QUOTA_SESSIONS, error
 from musetalk_site.throttles import UploadThrottle
 from musetalk_site.uploads import require_upload
 from sessions_app import hls, seed_hls, selectors, services
 from sessions_app import seed_hls_serializers as out
-from sessions_app.apis import query_or_form
 from sessions_app.hls_views import HlsMediaView, hls_response, playlist_response
 from sessions_app.models import StreamSession
 from sessions_app.seed_hls_groups import (
