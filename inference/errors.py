@@ -42,3 +42,8 @@ class BudgetTimeoutError(InferenceError):
 
     def __init__(self, message: str) -> None:
         super().__init__(message, permanent=False)
+
+
+class StreamCancelled(Exception):
+    """A stream was stopped before its last frame: its ``cancelled`` hook said so, its sink
+    asked to stop, or the engine closed. Not a failure."""

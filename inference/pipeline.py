@@ -1,18 +1,17 @@
-"""The resident MuseTalk engine: one object, models loaded once, three ways to generate.
+"""The resident MuseTalk engine: one object, models loaded once, every way to generate.
 
-``Engine.from_config`` loads the models, the face backend, the avatar cache and the memory
-budget. ``prepare`` turns a video into an avatar folder; ``generate`` yields blended frames in
-order; ``generate_file`` writes an MP4; ``generate_chunks`` writes playable chunks as soon as
-their frames exist.
+``Engine.from_config`` loads the models, the face backend, the avatar cache, the memory budget
+and the scheduler. ``prepare`` turns a video into an avatar folder. Generation is a stream in
+the scheduler (:mod:`inference.scheduler`), which batches the frames of every open stream on one
+model thread, plus a sink (:mod:`inference.sinks`) that packages them:
 
-Overlap: one producer thread runs the model (audio features, batched UNet at t=0, VAE
-decode) and hands every decoded face to a blending pool; the caller consumes frames in
-order (and encodes them) while the producer already runs the next batch. A bounded queue
-keeps the producer at most ``prefetch_batches`` batches ahead.
+- ``generate``: the blended frames, to a caller that iterates them;
+- ``generate_file``: one whole MP4 (a whole-video job, served after the live streams);
+- ``stream_chunks`` / ``generate_chunks``: playable chunks as soon as their frames exist.
 
 Silence: the model runs on every frame, silent stretches included (the model closes the
-mouth on silent features, as trained); frames are never skipped, so audio and video stay
-aligned frame for frame.
+mouth on silent features, as trained); frames are never dropped, so audio and video stay
+aligned frame for frame (a stream behind its playback clock repeats frames instead).
 """
 
 from __future__ import annotations
@@ -20,10 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import threading
-import time
-from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Generator
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +29,6 @@ import numpy as np
 import torch
 
 from inference.audio import (
-    SAMPLE_RATE,
     AudioFeatures,
     extract_audio_features,
     frame_count,
@@ -46,26 +42,27 @@ from inference.budget import (
     GPUMemoryBudget,
     default_budget_bytes,
     estimate_batch_bytes,
+    max_batch_that_fits,
 )
 from inference.cache import AvatarCache
 from inference.config import EngineConfig, GenerateConfig, PrepareConfig
-from inference.errors import InferenceError
+from inference.errors import InferenceError, StreamCancelled
 from inference.faces import FaceBackend, select_backend
 from inference.layout import CHUNK_NAME
-from inference.media import Mp4Writer, write_audio_track
-from inference.models import MuseTalkModels, load_models, predict_latents
+from inference.models import MuseTalkModels, load_models
 from inference.preparation import prepare_avatar as _prepare_avatar
-from inference.vae import decode_latents
+from inference.scheduler import JOB, LIVE, Scheduler, Stream
+from inference.sinks import Chunk, ChunkSink, Frame, Mp4FileSink, QueueSink, Sink, StreamResult
 
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (frames done, frames total)
 Cancelled = Callable[[], bool]
-_END = object()
-# x264 preset of live chunks: "veryfast" costs a third of the default "medium" per frame
-# (bench: 7 vs 20 CPU ms at 576x768) for ~10% more bytes at the same quality; a live stream
-# is bound by the CPU next to the GPU. Whole videos keep "medium".
-LIVE_PRESET = "veryfast"
+# The largest model batch: on CUDA the UNet + VAE keep gaining up to ~64 frames (bench); on
+# CPU the VAE decoder's per-frame cost rises past batch 4 (ENVIRONMENT.md), so a batch there
+# is decoded in slices of 4 and more than 8 frames only add latency.
+MAX_BATCH_CUDA = 48
+MAX_BATCH_CPU = 8
 
 
 @dataclass(frozen=True)
@@ -75,18 +72,6 @@ class GenerationResult:
     fps: int
     duration_s: float
     timings: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Chunk:
-    """One encoded chunk: frames ``[first_frame, first_frame + frame_count)`` of the utterance."""
-
-    index: int
-    path: Path
-    first_frame: int
-    frame_count: int
-    duration_s: float
-    total_chunks: int
 
 
 @dataclass
@@ -107,14 +92,17 @@ class Engine:
         cache_ttl_seconds: float = 1800.0,
         budget_bytes: int = 0,
         blend_workers: int = 2,
+        delivery_workers: int = 0,
         prefetch_batches: int = 2,
         decode_batch_size: int | None = None,
+        max_batch: int = 0,
     ) -> None:
         self.models = models
+        cuda = models.device.type == "cuda"
         # The VAE decoder is 78% of the work. On CPU its per-frame cost rises past batch 4
         # (ENVIRONMENT.md), so decode in slices there; on CUDA decode the whole batch.
         if decode_batch_size is None:
-            decode_batch_size = 0 if models.device.type == "cuda" else 4
+            decode_batch_size = 0 if cuda else 4
         self.decode_batch_size = decode_batch_size
         self.face_backend = face_backend
         self.prefetch_batches = prefetch_batches
@@ -127,7 +115,24 @@ class Engine:
         self.cache.start()
         device = str(models.device)
         self.budget = GPUMemoryBudget(total_bytes=budget_bytes or default_budget_bytes(device))
-        self._pool = ThreadPoolExecutor(max_workers=blend_workers, thread_name_prefix="blend")
+        limit = max_batch or (MAX_BATCH_CUDA if cuda else MAX_BATCH_CPU)
+        fits = max_batch_that_fits(
+            available_bytes=self.budget.total_bytes,
+            dtype_bytes=self._dtype_bytes,
+            profile=models.profile,
+            limit=limit,
+        )
+        # Encoding (x264) and sink work run on the delivery pool, one thread per core.
+        cores = os.cpu_count() or 2
+        self.scheduler = Scheduler(
+            models,
+            budget=self.budget,
+            max_batch=max(1, fits),
+            decode_batch_size=decode_batch_size,
+            blend=self._blend,
+            blend_workers=blend_workers,
+            delivery_workers=delivery_workers or max(2, cores),
+        )
 
     @classmethod
     def from_config(
@@ -137,6 +142,7 @@ class Engine:
         cache_max_bytes: int = 2 << 30,
         cache_ttl_seconds: float = 1800.0,
         budget_bytes: int = 0,
+        max_batch: int = 0,
     ) -> Engine:
         """Load the models for ``config.profile`` and the face backend, once."""
         models = load_models(config)
@@ -151,11 +157,12 @@ class Engine:
             cache_max_bytes=cache_max_bytes,
             cache_ttl_seconds=cache_ttl_seconds,
             budget_bytes=budget_bytes,
+            max_batch=max_batch,
         )
 
     def close(self) -> None:
+        self.scheduler.close()
         self.cache.close()
-        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def describe(self) -> dict[str, Any]:
         """A JSON-able summary: models, face backend, cache and budget state."""
@@ -174,6 +181,7 @@ class Engine:
                 "evictions": stats.evictions_total,
             },
             "budget": {"total": usage.total, "reserved": usage.reserved, "peak": usage.peak},
+            "capacity": self.capacity(),
         }
 
     @property
@@ -241,6 +249,51 @@ class Engine:
             right=config.audio_padding_right,
         )
 
+    def open_stream(
+        self,
+        avatar_dir: str | Path,
+        audio: str | Path | np.ndarray,
+        *,
+        config: GenerateConfig,
+        sink: Callable[[PreparedAvatar, np.ndarray, int], Sink],
+        kind: str = LIVE,
+        cancelled: Cancelled | None = None,
+        label: str = "",
+    ) -> Stream:
+        """Open a stream of T = floor(seconds * fps) frames in the scheduler (spec §5.4) and
+        return at once; ``sink(avatar, samples, T)`` builds where its frames go.
+
+        ``audio`` is a file or float32 16 kHz mono samples. ``cancelled()`` is asked every
+        quarter second off the model thread; True (or an exception) stops the stream. The
+        returned stream's ``done`` future resolves when the sink has taken every frame.
+        """
+        avatar = self.avatar(avatar_dir)
+        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
+        total = frame_count(len(samples), config.fps)
+        if total == 0:
+            raise InferenceError("the audio is shorter than one video frame", permanent=True)
+        per_chunk = round(config.chunk_seconds * config.fps) if config.chunk_seconds > 0 else 0
+        if kind == LIVE:
+            window = max(2 * config.batch_size, per_chunk + config.batch_size)
+            lead = max(config.chunk_seconds, 0.5)
+        else:
+            window = self.prefetch_batches * max(config.batch_size, self.scheduler.max_batch)
+            lead = 0.0
+        return self.scheduler.open(
+            avatar,
+            samples,
+            fps=config.fps,
+            total=total,
+            sink=sink(avatar, samples, total),
+            features=lambda samples: self.audio_features(samples, config=config),
+            kind=kind,
+            window=window,
+            lead_s=lead,
+            batch_cap=config.batch_size,
+            cancelled=cancelled,
+            label=label,
+        )
+
     def generate(
         self,
         avatar_dir: str | Path,
@@ -249,126 +302,36 @@ class Engine:
         config: GenerateConfig,
         cancelled: Cancelled | None = None,
         timings: dict[str, float] | None = None,
+        kind: str = JOB,
     ) -> Generator[np.ndarray, None, None]:
         """Yield the T blended frames ``(H, W, 3)`` uint8 BGR, in order.
 
-        ``audio`` is a file or float32 16 kHz mono samples. ``cancelled()`` is polled between
-        frames; it may return True or raise to stop. T = floor(seconds * fps) (spec §5.4).
+        ``cancelled()`` is polled between frames; it may return True or raise to stop.
         """
-        # 1. check inputs
-        avatar = self.avatar(avatar_dir)
-        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
-        # 2. audio features (T, 50, 384)
-        started = time.perf_counter()
-        features = self.audio_features(samples, config=config)
-        if timings is not None:
-            timings["audio_features_s"] = time.perf_counter() - started
-        if features.frame_count == 0:
-            raise InferenceError("the audio is shorter than one video frame", permanent=True)
-        # 3. run the model in a producer thread; blend in the pool; yield in order
-        yield from self._frames_in_order(avatar, features.chunks, config, cancelled, timings)
-
-    def _frames_in_order(
-        self,
-        avatar: PreparedAvatar,
-        chunks: torch.Tensor,
-        config: GenerateConfig,
-        cancelled: Cancelled | None,
-        timings: dict[str, float] | None,
-    ) -> Iterator[np.ndarray]:
-        handoff: queue.Queue[Any] = queue.Queue(maxsize=self.prefetch_batches * config.batch_size)
-        stop = threading.Event()
-        producer = threading.Thread(
-            target=self._produce,
-            args=(avatar, chunks, config, handoff, stop, timings),
-            name="musetalk-model",
-            daemon=True,
+        queue_sink = QueueSink()
+        stream = self.open_stream(
+            avatar_dir,
+            audio,
+            config=config,
+            sink=lambda _avatar, _samples, _total: queue_sink,
+            kind=kind,
         )
-        producer.start()
         try:
             while True:
-                item = _next_item(handoff, cancelled)
-                if item is _END:
+                item = _next_item(queue_sink, cancelled)
+                if item is QueueSink.END:
                     return
                 if isinstance(item, BaseException):
-                    raise item
-                yield item.result()
-        finally:
-            stop.set()
-            _drain(handoff)
-            producer.join(timeout=60)
-
-    def _produce(
-        self,
-        avatar: PreparedAvatar,
-        chunks: torch.Tensor,
-        config: GenerateConfig,
-        handoff: queue.Queue[Any],
-        stop: threading.Event,
-        timings: dict[str, float] | None,
-    ) -> None:
-        """Model thread: batches of (latents, audio) -> decoded faces -> blend futures, in order."""
-        try:
-            for start in range(0, chunks.shape[0], config.batch_size):
-                if stop.is_set():
-                    return
-                indices = list(range(start, min(start + config.batch_size, chunks.shape[0])))
-                faces = self._model_batch(avatar, chunks, indices, timings, stop)
-                if stop.is_set():
-                    return
-                for i, face in zip(indices, faces, strict=True):
-                    future = self._pool.submit(self._blend, avatar, i, face)
-                    if not _put(handoff, future, stop):
+                    if isinstance(item, StreamCancelled):
                         return
-            _put(handoff, _END, stop)
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            _put(handoff, exc, stop)
-
-    def _model_batch(
-        self,
-        avatar: PreparedAvatar,
-        chunks: torch.Tensor,
-        indices: list[int],
-        timings: dict[str, float] | None,
-        stop: threading.Event,
-    ) -> np.ndarray:
-        """UNet + VAE decode for output frames ``indices``: (B, 256, 256, 3) uint8 BGR.
-
-        Returns early (an empty array) when the consumer stopped during the UNet step.
-        """
-        stored = [avatar.frame_index(i) for i in indices]
-        estimate = estimate_batch_bytes(
-            batch_size=len(indices), dtype_bytes=self._dtype_bytes, profile=self.models.profile
-        )
-        with self.budget.reserve(min(estimate, self.budget.total_bytes), label="generate"):
-            latents = avatar.latents[stored]
-            audio = chunks[indices[0] : indices[-1] + 1]
-            t0 = time.perf_counter()
-            predicted = predict_latents(self.models, latents, audio)
-            t1 = time.perf_counter()
-            if stop.is_set():
-                return np.empty((0, 256, 256, 3), np.uint8)
-            faces = self._decode(predicted)
-            t2 = time.perf_counter()
-        if timings is not None:
-            timings["unet_s"] = timings.get("unet_s", 0.0) + (t1 - t0)
-            timings["vae_decode_s"] = timings.get("vae_decode_s", 0.0) + (t2 - t1)
-        return faces
-
-    def _decode(self, predicted: torch.Tensor) -> np.ndarray:
-        """VAE decode (B, 4, 32, 32) -> (B, 256, 256, 3) uint8 BGR, in slices on CPU."""
-        step = self.decode_batch_size or predicted.shape[0]
-        parts = [
-            decode_latents(self.models.vae, predicted[start : start + step])
-            for start in range(0, predicted.shape[0], step)
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
-
-    def _blend(self, avatar: PreparedAvatar, i: int, face: np.ndarray) -> np.ndarray:
-        j = avatar.frame_index(i)
-        return blend_face(
-            avatar.frames[j], face, avatar.face_boxes[j], avatar.masks[j], avatar.mask_boxes[j]
-        )
+                    raise item
+                yield item.image
+        finally:
+            stream.cancel()
+            if timings is not None and stream.done.done() and not stream.done.exception():
+                timings.update(stream.done.result().timings)
+            elif timings is not None:
+                timings.update(stream.timings)
 
     def generate_file(
         self,
@@ -381,32 +344,77 @@ class Engine:
         cancelled: Cancelled | None = None,
     ) -> GenerationResult:
         """Write an H.264 + AAC MP4 of T = floor(seconds * fps) frames (atomically)."""
-        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
-        avatar = self.avatar(avatar_dir)
-        height, width = avatar.frames[0].shape[:2]
-        total = frame_count(len(samples), config.fps)
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        count = 0
-        with Mp4Writer(
-            out_path, fps=config.fps, width=width, height=height, audio=samples, crf=config.crf
-        ) as writer:
-            for frame in self.generate(
-                avatar_dir, samples, config=config, cancelled=cancelled, timings=timings
-            ):
-                writer.write(frame)
-                count += 1
-                if progress is not None:
-                    progress(count, total)
-            if count < total:
-                raise InferenceError("generation stopped before the last frame", permanent=True)
-        timings["total_s"] = time.perf_counter() - started
+
+        def file_sink(avatar: PreparedAvatar, samples: np.ndarray, total: int) -> Sink:
+            height, width = avatar.frames[0].shape[:2]
+            return Mp4FileSink(
+                out_path,
+                fps=config.fps,
+                size=(width, height),
+                samples=samples,
+                total=total,
+                crf=config.crf,
+                progress=progress,
+            )
+
+        stream = self.open_stream(avatar_dir, audio, config=config, sink=file_sink, kind=JOB)
+        result = _wait(stream, cancelled)
+        if result is None:
+            raise InferenceError("generation stopped before the last frame", permanent=True)
         return GenerationResult(
             path=Path(out_path),
-            frame_count=count,
+            frame_count=result.frames,
             fps=config.fps,
-            duration_s=count / config.fps,
-            timings=timings,
+            duration_s=result.frames / config.fps,
+            timings=result.timings,
+        )
+
+    def stream_chunks(
+        self,
+        avatar_dir: str | Path,
+        audio: str | Path | np.ndarray,
+        out_dir: str | Path,
+        *,
+        config: GenerateConfig,
+        on_chunk: Callable[[Chunk], bool],
+        cancelled: Cancelled | None = None,
+        name: str = CHUNK_NAME,
+        audio_track: str | None = None,
+        label: str = "",
+    ) -> Stream:
+        """A live stream whose frames become ``config.chunk_seconds`` chunks, each handed to
+        ``on_chunk`` (on a delivery thread) the moment it is written; returns at once.
+
+        ``on_chunk`` returning False stops the stream. With ``audio_track`` (a file name)
+        the utterance's whole audio is also written to ``out_dir`` as one continuous AAC
+        track before the first chunk (see :func:`inference.media.write_audio_track`).
+        """
+        if config.chunk_seconds <= 0:
+            raise ValueError(f"chunk_seconds must be > 0, got {config.chunk_seconds}")
+
+        def chunk_sink(avatar: PreparedAvatar, samples: np.ndarray, total: int) -> Sink:
+            height, width = avatar.frames[0].shape[:2]
+            return ChunkSink(
+                out_dir,
+                fps=config.fps,
+                size=(width, height),
+                samples=samples,
+                total=total,
+                per_chunk=max(1, round(config.chunk_seconds * config.fps)),
+                on_chunk=on_chunk,
+                crf=config.crf,
+                name=name,
+                audio_track=audio_track,
+            )
+
+        return self.open_stream(
+            avatar_dir,
+            audio,
+            config=config,
+            sink=chunk_sink,
+            kind=LIVE,
+            cancelled=cancelled,
+            label=label,
         )
 
     def generate_chunks(
@@ -420,87 +428,57 @@ class Engine:
         name: str = CHUNK_NAME,
         audio_track: str | None = None,
     ) -> Generator[Chunk, None, None]:
-        """Encode ``config.chunk_seconds`` chunks as their frames are blended; yield each one.
+        """:meth:`stream_chunks` for a caller that iterates: yields each chunk as it is
+        written; closing the generator stops the stream."""
+        handed: queue.Queue[Chunk] = queue.Queue()
 
-        Chunk k holds frames [k*F, (k+1)*F) with F = round(chunk_seconds * fps) and the
-        matching audio samples, so the chunks play back to back with no gap. With
-        ``audio_track`` (a file name), the utterance's whole audio is also written to
-        ``out_dir`` as one continuous AAC track before the first chunk (see
-        :func:`inference.media.write_audio_track`).
-        """
-        if config.chunk_seconds <= 0:
-            raise ValueError(f"chunk_seconds must be > 0, got {config.chunk_seconds}")
-        samples = audio if isinstance(audio, np.ndarray) else load_audio(audio)
-        avatar = self.avatar(avatar_dir)
-        per_chunk = max(1, round(config.chunk_seconds * config.fps))
-        total = frame_count(len(samples), config.fps)
-        total_chunks = -(-total // per_chunk)
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        # The track is encoded in the engine's pool next to the model (~15 ms per second of
-        # audio, done before the first faces come to blend) and is ready before the first
-        # chunk is announced.
-        track: Future[Path] | None = None
-        if audio_track:
-            track = self._pool.submit(
-                write_audio_track, out_dir / audio_track, samples, seconds=total / config.fps
-            )
-        frames = self.generate(avatar_dir, samples, config=config, cancelled=cancelled)
+        def on_chunk(chunk: Chunk) -> bool:
+            handed.put(chunk)
+            return True
+
+        stream = self.stream_chunks(
+            avatar_dir,
+            audio,
+            out_dir,
+            config=config,
+            on_chunk=on_chunk,
+            name=name,
+            audio_track=audio_track,
+        )
         try:
-            for index in range(total_chunks):
-                first = index * per_chunk
-                count = min(per_chunk, total - first)
-                path = out_dir / name.format(index + 1)
-                if not self._write_chunk(path, frames, count, samples, first, config, avatar):
+            while True:
+                try:
+                    yield handed.get(timeout=0.1)
+                    continue
+                except queue.Empty:
+                    pass
+                if cancelled is not None and cancelled():
                     return
-                if track is not None:
-                    track.result()
-                    track = None
-                yield Chunk(index, path, first, count, count / config.fps, total_chunks)
+                if stream.done.done() and handed.empty():
+                    error = stream.done.exception()
+                    if error is not None and not isinstance(error, StreamCancelled):
+                        raise error
+                    return
         finally:
-            frames.close()
-            if track is not None:
-                track.cancel()  # stopped before the first chunk: not needed (writes are atomic)
+            stream.cancel()
 
-    def _write_chunk(
-        self,
-        path: Path,
-        frames: Iterator[np.ndarray],
-        count: int,
-        samples: np.ndarray,
-        first: int,
-        config: GenerateConfig,
-        avatar: PreparedAvatar,
-    ) -> bool:
-        """Encode the next ``count`` frames with their audio; False when generation stopped."""
-        height, width = avatar.frames[0].shape[:2]
-        start, end = _audio_bounds(first, count, config.fps)
-        with Mp4Writer(
-            path,
-            fps=config.fps,
-            width=width,
-            height=height,
-            audio=samples[start:end],
-            audio_context=(samples[:start], samples[end:]),
-            crf=config.crf,
-            tune="zerolatency",
-            preset=LIVE_PRESET,
-            gop=2 * config.fps,  # a key frame at least every 2 s (Apple's HLS spec 1.13)
-        ) as writer:
-            for _ in range(count):
-                frame = next(frames, None)
-                if frame is None:
-                    writer.abort()
-                    return False
-                writer.write(frame)
-        return True
+    def capacity(self) -> dict[str, Any]:
+        """Measured frames/s and load of the scheduler (see :mod:`inference.scheduler`)."""
+        return self.scheduler.capacity()
 
+    def calibrate(self) -> dict[int, float]:
+        """Measure the model's frames/s at batch 1 and at the largest batch (at boot)."""
+        return self.scheduler.calibrate([1, self.scheduler.max_batch])
 
-def _audio_bounds(first_frame: int, count: int, fps: int) -> tuple[int, int]:
-    """The audio samples ``[start, end)`` that go with frames ``[first, first + count)``."""
-    start = round(first_frame * SAMPLE_RATE / fps)
-    end = round((first_frame + count) * SAMPLE_RATE / fps)
-    return start, end
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until every open stream has ended (a worker shutting down)."""
+        return self.scheduler.wait_idle(timeout)
+
+    def _blend(self, avatar: PreparedAvatar, i: int, face: np.ndarray) -> np.ndarray:
+        j = avatar.frame_index(i)
+        return blend_face(
+            avatar.frames[j], face, avatar.face_boxes[j], avatar.masks[j], avatar.mask_boxes[j]
+        )
 
 
 def _manifest_version(avatar_dir: Path) -> tuple[int, int]:
@@ -513,36 +491,31 @@ def _manifest_version(avatar_dir: Path) -> tuple[int, int]:
         ) from None
 
 
-def _next_item(handoff: queue.Queue[Any], cancelled: Cancelled | None) -> Any:
+def _next_item(frames: QueueSink, cancelled: Cancelled | None) -> Any:
     """The next handed-over item; ``cancelled()`` is polled while the model works."""
     while True:
         if cancelled is not None and cancelled():
-            return _END
+            return QueueSink.END
         try:
-            return handoff.get(timeout=0.1)
+            return frames.get(timeout=0.1)
         except queue.Empty:
             continue
 
 
-def _put(handoff: queue.Queue[Any], item: Any, stop: threading.Event) -> bool:
-    """Put with backpressure; gives up (False) once the consumer has stopped."""
-    while not stop.is_set():
-        try:
-            handoff.put(item, timeout=0.1)
-            return True
-        except queue.Full:
-            continue
-    return False
+def _wait(stream: Stream, cancelled: Cancelled | None) -> StreamResult | None:
+    """Block until the stream ends, polling ``cancelled()``; None when it was cancelled."""
+    try:
+        while True:
+            if cancelled is not None and cancelled():
+                stream.cancel()
+            try:
+                return stream.done.result(timeout=0.1)
+            except FutureTimeout:
+                continue
+            except StreamCancelled:
+                return None
+    finally:
+        stream.cancel()
 
 
-def _drain(handoff: queue.Queue[Any]) -> None:
-    while True:
-        try:
-            item = handoff.get_nowait()
-        except queue.Empty:
-            return
-        if isinstance(item, Future):
-            item.cancel()
-
-
-__all__ = ["Chunk", "Engine", "GenerationResult", "STAGE_GENERATE"]
+__all__ = ["Chunk", "Engine", "Frame", "GenerationResult", "LIVE", "JOB", "STAGE_GENERATE"]

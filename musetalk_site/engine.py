@@ -56,6 +56,11 @@ def get_engine() -> Engine:
     return _holder.engine
 
 
+def installed_engine() -> Engine | None:
+    """The engine if it has loaded (None while loading or after a failure); never waits."""
+    return _holder.engine
+
+
 def engine_state() -> dict[str, Any]:
     """What the engine says of itself now (models, cache, budget), as published with each
     heartbeat: read from the engine every time, never the copy taken when it loaded."""

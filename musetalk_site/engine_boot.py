@@ -45,6 +45,12 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         cache_max_bytes=settings.MUSETALK_CACHE_MAX_MB * 1024 * 1024,
         cache_ttl_seconds=settings.MUSETALK_CACHE_TTL_SECONDS,
         budget_bytes=settings.MUSETALK_MEMORY_BUDGET_MB * 1024 * 1024,
+        max_batch=settings.MUSETALK_MAX_BATCH,
+    )
+    # Capacity is known (and the kernels warm) before the first stream arrives.
+    calibrated = engine.calibrate()
+    logger.info(
+        "engine frames/s by batch size: %s", {k: round(v, 1) for k, v in calibrated.items()}
     )
     state = {
         **requested_state(),

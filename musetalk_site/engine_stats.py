@@ -33,9 +33,16 @@ def workload(workers: list[dict[str, Any]], engine: Mapping[str, Any]) -> dict[s
 
 
 def active_requests(workers: list[dict[str, Any]]) -> int:
-    """Videos and utterances being made now, on all the workers."""
+    """Videos and utterances being made now, on all the workers: the messages running on
+    their request queues, plus the live streams in their engines' schedulers (a stream
+    message only starts its stream)."""
     running = [worker.get("running", {}) for worker in workers]
-    return sum(counts.get(queue, 0) for counts in running for queue in REQUEST_QUEUES)
+    messages = sum(counts.get(queue, 0) for counts in running for queue in REQUEST_QUEUES)
+    streams = sum(
+        int(worker.get("engine", {}).get("capacity", {}).get("active_streams", 0))
+        for worker in workers
+    )
+    return messages + streams
 
 
 def gpu_stats(engine: Mapping[str, Any]) -> dict[str, Any]:

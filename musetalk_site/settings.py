@@ -191,6 +191,12 @@ THROTTLE_UPLOAD_RATE = env_rate("THROTTLE_UPLOAD_RATE", "120/min")  # uploads pe
 # connection's own address, so no client can pick its address by sending that header.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
+# Live admission (musetalk_site/capacity.py): a session or an utterance beyond the workers'
+# measured frames/s answers 429 with Retry-After instead of slowing every stream down. Open
+# sessions may reserve LIVE_CAPACITY_TARGET of the measured frames/s (the rest is headroom).
+LIVE_ADMISSION = env_bool("LIVE_ADMISSION", True)
+LIVE_CAPACITY_TARGET = env_float("LIVE_CAPACITY_TARGET", 0.9, minimum=0.05)
+
 # Retention (avatars/services/retention.py, run by worker maintenance); 0: kept for good.
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)  # finished jobs, files
 UPLOAD_RETENTION_HOURS = env_int("UPLOAD_RETENTION_HOURS", 24, minimum=0)  # their uploaded audio
@@ -230,6 +236,8 @@ WORKER_THREADS = env_int("WORKER_THREADS", 4, minimum=1)
 PREPARE_WORKER_THREADS = env_int("PREPARE_WORKER_THREADS", 1, minimum=1)
 WORKER_HEARTBEAT_SECONDS = env_float("WORKER_HEARTBEAT_SECONDS", 5.0, minimum=0.5)
 WORKER_STALE_SECONDS = env_float("WORKER_STALE_SECONDS", 30.0, minimum=1.0)
+# How long a stopping worker lets its open streams finish (the launcher's shutdown timeout)
+WORKER_SHUTDOWN_SECONDS = env_float("WORKER_SHUTDOWN_SECONDS", 30.0, minimum=1.0)
 WORKER_MAINTENANCE_SECONDS = env_float("WORKER_MAINTENANCE_SECONDS", 25.0, minimum=0.5)
 # Queued work is looked up in the broker once it has waited this long since it was sent; work
 # whose message was lost is re-sent at most QUEUE_RESEND_LIMIT times, then failed (utterances
@@ -247,6 +255,8 @@ MUSETALK_DEVICE = env_str("MUSETALK_DEVICE", "auto")
 MUSETALK_CACHE_MAX_MB = env_int("MUSETALK_CACHE_MAX_MB", 2048, minimum=1)
 MUSETALK_CACHE_TTL_SECONDS = env_int("MUSETALK_CACHE_TTL_SECONDS", 1800, minimum=1)
 MUSETALK_MEMORY_BUDGET_MB = env_int("MUSETALK_MEMORY_BUDGET_MB", 0, minimum=0)  # 0: measure
+# The scheduler's largest model batch (frames of all streams together); 0: by device
+MUSETALK_MAX_BATCH = env_int("MUSETALK_MAX_BATCH", 0, minimum=0)
 
 SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 3600, minimum=60)
 PLAYER_TOKEN_MAX_AGE_SECONDS = env_int("PLAYER_TOKEN_MAX_AGE_SECONDS", 3600, minimum=60)

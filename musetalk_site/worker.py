@@ -24,6 +24,7 @@ from dramatiq.middleware import Middleware
 from musetalk_site.engine import (
     current_worker_id,
     engine_install,
+    installed_engine,
     engine_loading,
     engine_state,
     requested_state,
@@ -42,6 +43,13 @@ class EngineMiddleware(Middleware):
         """Start loading the models; actors wait for them through ``get_engine()``."""
         engine_loading({"loaded": False, "loading": True})
         threading.Thread(target=_load_engine, name="engine-load", daemon=True).start()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """Let the live streams in the engine finish (their messages only started them),
+        for at most WORKER_SHUTDOWN_SECONDS; what is left is failed by the orphan sweep."""
+        engine = installed_engine()
+        if engine is not None and not engine.wait_idle(settings.WORKER_SHUTDOWN_SECONDS):
+            logger.warning("shutting down with live streams still open")
 
 
 def _load_engine() -> None:

@@ -5,21 +5,24 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from contextlib import closing
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.db import close_old_connections
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
 from inference.config import GenerateConfig
+from inference.errors import StreamCancelled
 from inference.layout import AUDIO_TRACK, chunk_name
+from inference.sinks import Chunk, StreamResult
 from musetalk_site.broker import messages_lost
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.quotas import quota_minutes_record
-from musetalk_site.runs import claimed_run
+from musetalk_site.runs import claimed_run, failure_message
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
 from sessions_app.services.session import (
@@ -62,7 +65,9 @@ def _publish(request: StreamRequest, payload: dict[str, Any]) -> bool:
 
 
 def stream_request_run(*, request_pk: int) -> None:
-    """Stream one claimed utterance in this worker's engine (idempotent)."""
+    """Start one claimed utterance in this worker's engine (idempotent) and return: the
+    utterance is a stream in the engine's scheduler, not a thread; its chunks are recorded
+    and announced from the scheduler's delivery threads, and it finishes there too."""
     claimed = StreamRequest.objects.filter(
         pk=request_pk,
         status=StreamRequest.Status.QUEUED,
@@ -76,6 +81,7 @@ def stream_request_run(*, request_pk: int) -> None:
         logger.info("stream request %s: nothing to do (not queued)", request_pk)
         return
     request = StreamRequest.objects.select_related("session__avatar").get(pk=request_pk)
+    stream = None
     try:
         with claimed_run(
             f"stream {request.request_id}",
@@ -83,35 +89,94 @@ def stream_request_run(*, request_pk: int) -> None:
             internal_message=INTERNAL_ERROR,
         ):
             _publish(request, {"event": "speaking_started", "request_id": request.request_id})
-            _finished(request, *_run_chunks(request))
-    finally:
+            progress = _Progress(request)
+            stream = get_engine().stream_chunks(
+                avatar_dir(request.session.avatar),
+                Path(settings.MEDIA_ROOT) / _audio_name(request),
+                chunk_dir(request.request_id),
+                config=GenerateConfig(
+                    batch_size=request.session.batch_size,
+                    fps=request.session.fps,
+                    chunk_seconds=request.session.chunk_duration,
+                ),
+                on_chunk=progress.chunk_ready,
+                cancelled=_stop_checker(request),
+                audio_track=AUDIO_TRACK,
+                label=f"stream {request.request_id}",
+            )
+    except BaseException:
         _cleanup(request)
+        raise
+    if stream is None:  # a typed failure, recorded by claimed_run
+        _cleanup(request)
+        return
+    stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
 
 
-def _run_chunks(request: StreamRequest) -> tuple[int, int | None]:
-    """Generate and announce the chunks; returns (chunks announced, chunks expected)."""
-    session = request.session
-    config = GenerateConfig(
-        batch_size=session.batch_size, fps=session.fps, chunk_seconds=session.chunk_duration
-    )
+def _audio_name(request: StreamRequest) -> str:
     audio = request.audio_file.name
     assert audio is not None  # session_stream_start stores the audio before the row exists
-    chunks = get_engine().generate_chunks(
-        avatar_dir(session.avatar),
-        Path(settings.MEDIA_ROOT) / audio,
-        chunk_dir(request.request_id),
-        config=config,
-        cancelled=_stop_checker(request),
-        audio_track=AUDIO_TRACK,
-    )
-    emitted, total = 0, None
-    with closing(chunks):
-        for chunk in chunks:
-            total = chunk.total_chunks
-            if not _chunk_ready(request, chunk):
-                break
-            emitted += 1
-    return emitted, total
+    return audio
+
+
+# Finishing an utterance touches the database: never on the engine's own threads.
+_finishing = ThreadPoolExecutor(2, thread_name_prefix="stream-finish")
+
+
+class _Progress:
+    """One utterance's chunks as they are written (delivery threads), and its end."""
+
+    def __init__(self, request: StreamRequest) -> None:
+        self.request = request
+        self.emitted = 0
+        self.total: int | None = None
+        self.degraded = False
+
+    def chunk_ready(self, chunk: Chunk) -> bool:
+        """Record and announce one chunk; False (stop) once the utterance was stopped."""
+        try:
+            self.total = chunk.total_chunks
+            if not _chunk_ready(self.request, chunk):
+                return False
+            self.emitted += 1
+            self._quality(chunk)
+            return True
+        finally:
+            close_old_connections()
+
+    def _quality(self, chunk: Chunk) -> None:
+        """Tell the followers when the stream falls behind (frames repeated) and recovers."""
+        degraded = chunk.repeated_frames > 0
+        if degraded == self.degraded:
+            return
+        self.degraded = degraded
+        payload: dict[str, Any] = {
+            "event": "degraded" if degraded else "recovered",
+            "index": chunk.index,
+            **_ids(self.request),
+        }
+        if degraded:
+            payload["repeated_frames"] = chunk.repeated_frames
+        _publish(self.request, payload)
+
+    def finish(self, done: Future[StreamResult]) -> None:
+        request = self.request
+        try:
+            error = done.exception()
+            if error is None or isinstance(error, StreamCancelled):
+                _finished(request, self.emitted, self.total)
+            else:
+                message = failure_message(error)
+                if message is None:
+                    logger.error("stream %s crashed", request.request_id, exc_info=error)
+                _failed(request, message or INTERNAL_ERROR)
+        except Exception:
+            logger.exception("stream %s: finishing failed", request.request_id)
+        finally:
+            try:
+                _cleanup(request)
+            finally:
+                close_old_connections()
 
 
 def _stop_checker(request: StreamRequest) -> Callable[[], bool]:
@@ -133,7 +198,7 @@ def _stop_checker(request: StreamRequest) -> Callable[[], bool]:
     return cancelled
 
 
-def _chunk_ready(request: StreamRequest, chunk: Any) -> bool:
+def _chunk_ready(request: StreamRequest, chunk: Chunk) -> bool:
     """Record and announce one encoded chunk; False when the utterance was stopped."""
     row = StreamChunk.objects.create(
         request=request,

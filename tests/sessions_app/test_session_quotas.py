@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from inference.pipeline import Chunk
 from musetalk_site.engine import engine_install
 from musetalk_site.quotas import month_next, quota_generated_seconds, quota_minutes_record
 from sessions_app import services
 from sessions_app.models import StreamRequest, StreamSession
 from tests.factories import StreamRequestFactory, StreamSessionFactory
+from tests.sessions_app.chunking_engine import ChunkingEngine, settled
 
 pytestmark = pytest.mark.django_db
 
@@ -68,23 +68,9 @@ def test_an_utterance_past_the_months_minutes_is_refused_with_429(api, speech_wa
     assert not list((Path(settings.MEDIA_ROOT) / "uploads").rglob("*.*"))
 
 
-class FakeEngine:
-    """Stands in for the inference engine: ``total`` chunks of 2 s each."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def generate_chunks(self, avatar_dir: Any, audio: Any, out_dir: Path, **kwargs: Any):
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.total):
-            path = out_dir / f"chunk_{index + 1:04d}.mp4"
-            path.write_bytes(b"mp4")
-            yield Chunk(index, path, index * 50, 50, 2.0, self.total)
-
-
 @pytest.fixture
 def engine() -> Iterator[None]:
-    engine_install(FakeEngine(total=3), {"loaded": True})  # type: ignore[arg-type]
+    engine_install(ChunkingEngine(3, seconds=2.0, frames=50), {"loaded": True})  # type: ignore[arg-type]
     yield
     engine_install(None, {"error": "no engine in this test process"})
 
@@ -96,7 +82,7 @@ def test_announced_chunks_count_and_stay_counted_after_the_session_is_deleted(
     session = _open(api)
     request = StreamRequestFactory(session=session, audio_file="uploads/stream/x.wav")
     services.stream_request_run(request_pk=request.pk)
-    request.refresh_from_db()
+    settled(request)
     assert request.status == StreamRequest.Status.COMPLETED
     assert quota_generated_seconds(user=api.user) == 6.0
     session.delete()

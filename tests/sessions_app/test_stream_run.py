@@ -1,56 +1,28 @@
-"""The worker side of streaming, with a fake engine: chunks are recorded and announced
+"""The worker side of streaming, with a stand-in engine: chunks are recorded and announced
 one by one, and an interruption stops the utterance within one chunk."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from inference.errors import InferenceError
 from inference.layout import AUDIO_TRACK
-from inference.pipeline import Chunk
 from musetalk_site.engine import engine_install
 from sessions_app import services
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import events_after
 from tests.factories import StreamRequestFactory, StreamSessionFactory
+from tests.sessions_app.chunking_engine import ChunkingEngine, settled
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-class FakeEngine:
-    def __init__(self, total: int = 3, on_chunk: Callable[[int], None] | None = None) -> None:
-        self.total, self.on_chunk, self.config = total, on_chunk, None
-        self.audio_track: str | None = None
-
-    def generate_chunks(
-        self,
-        avatar_dir: Any,
-        audio: Any,
-        out_dir: Path,
-        *,
-        config: Any,
-        cancelled: Any,
-        audio_track: str | None = None,
-    ) -> Iterator[Chunk]:
-        self.config, self.audio_track = config, audio_track
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for index in range(self.total):
-            if cancelled():
-                return
-            path = out_dir / f"chunk_{index + 1:04d}.mp4"
-            path.write_bytes(b"mp4")
-            yield Chunk(index, path, index * 25, 25, 1.0, self.total)
-            if self.on_chunk:
-                self.on_chunk(index)
-
-
 @pytest.fixture
-def engine(monkeypatch) -> Iterator[FakeEngine]:
-    fake = FakeEngine()
+def engine(monkeypatch) -> Iterator[ChunkingEngine]:
+    fake = ChunkingEngine()
     engine_install(fake, {"loaded": True})  # type: ignore[arg-type]  (a stand-in engine)
     monkeypatch.setattr("sessions_app.services.stream.STOP_POLL_SECONDS", 0.0)
     yield fake
@@ -69,7 +41,7 @@ def _names(request: StreamRequest) -> list[str]:
 def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server):
     request = _queued()
     services.stream_request_run(request_pk=request.pk)
-    request.refresh_from_db()
+    settled(request)
     assert request.status == StreamRequest.Status.COMPLETED and request.total_chunks == 3
     assert request.first_chunk_at is not None and request.worker_id
     assert engine.config.chunk_seconds == 1.0 and engine.config.batch_size == 4
@@ -95,6 +67,7 @@ def test_it_runs_a_request_once(engine, redis_server):
     request = _queued()
     services.stream_request_run(request_pk=request.pk)
     services.stream_request_run(request_pk=request.pk)
+    settled(request)
     assert _names(request).count("complete") == 1
 
 
@@ -105,7 +78,7 @@ def test_an_interruption_stops_within_one_chunk(engine, redis_server):
         index == 1 and services.session_interrupt(session=request.session)
     )
     services.stream_request_run(request_pk=request.pk)
-    request.refresh_from_db()
+    settled(request)
     assert request.status == StreamRequest.Status.INTERRUPTED
     assert StreamChunk.objects.filter(request=request).count() == 2
     names = _names(request)
@@ -122,10 +95,10 @@ def test_an_ended_session_is_not_streamed_and_loses_its_files(engine, redis_serv
 def test_an_engine_failure_is_reported_as_an_error_event(engine, redis_server, monkeypatch):
     request = _queued()
 
-    def broken(*args: Any, **kwargs: Any) -> Iterator[Chunk]:
+    def broken(*args: Any, **kwargs: Any) -> None:
         raise InferenceError("the audio is shorter than one video frame", permanent=True)
 
-    monkeypatch.setattr(engine, "generate_chunks", broken)
+    monkeypatch.setattr(engine, "stream_chunks", broken)
     services.stream_request_run(request_pk=request.pk)
     request.refresh_from_db()
     assert request.status == StreamRequest.Status.FAILED and "shorter" in request.error

@@ -1,0 +1,379 @@
+"""The scheduler: one model thread batches the frames of every open stream.
+
+Run on the real engine with the ``random-tiny`` profile (random weights: the frames are noise,
+but every model, blend and encoder runs). Policy tests build streams by hand and ask the
+scheduler for its next batch plan without running the models.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from inference.audio import load_audio
+from inference.config import PROFILE_RANDOM_TINY, EngineConfig, GenerateConfig, PrepareConfig
+from inference.errors import StreamCancelled
+from inference.pipeline import JOB, LIVE, Engine
+from inference.scheduler import (
+    JOB_MAX_WAIT_S,
+    Stream,
+)
+from inference.sinks import Chunk, Frame, QueueSink
+from tests.media import make_face_video, make_speech_wav
+
+FPS = 25
+SIZE_A = (192, 240)
+SIZE_B = (160, 208)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Engine]:
+    engine = Engine.from_config(EngineConfig(profile=PROFILE_RANDOM_TINY, seed=0))
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def avatars(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("scheduler-avatars")
+    out = {}
+    for name, size in (("a", SIZE_A), ("b", SIZE_B)):
+        video = make_face_video(root / f"{name}.mp4", seconds=0.6, fps=FPS, size=size)
+        config = PrepareConfig(batch_size=5, max_frames=8, idle_video=False)
+        engine.prepare(video, root / name, config=config)
+        out[name] = root / name
+    return out
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory: pytest.TempPathFactory) -> np.ndarray:
+    root = tmp_path_factory.mktemp("scheduler-media")
+    return load_audio(make_speech_wav(root / "speech.wav", seconds=2.0))
+
+
+def _frames(sink: QueueSink, timeout: float = 60.0) -> list[Frame]:
+    frames: list[Frame] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        item = sink.get(timeout=timeout)
+        if item is QueueSink.END:
+            return frames
+        if isinstance(item, BaseException):
+            raise item
+        frames.append(item)
+    raise AssertionError("the stream did not end")
+
+
+def _open(
+    engine: Engine, avatar: Path, audio: np.ndarray, kind: str = LIVE, batch: int = 4
+) -> tuple[Stream, QueueSink]:
+    sink = QueueSink()
+    config = GenerateConfig(batch_size=batch, fps=FPS, chunk_seconds=0.4)
+    stream = engine.open_stream(
+        avatar, audio, config=config, sink=lambda *_: sink, kind=kind, label=kind
+    )
+    return stream, sink
+
+
+def _close_enough(a: np.ndarray, b: np.ndarray) -> bool:
+    # fp32 CPU kernels block the work differently per batch, so a few pixels may round to
+    # the next uint8 level; anything more is a real mismatch
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+    return bool(diff.max() <= 1 and np.count_nonzero(diff) <= 20)
+
+
+def _wait_idle(engine: Engine) -> None:
+    assert engine.wait_idle(30)
+    capacity = engine.capacity()
+    assert capacity["active_streams"] == 0 and capacity["active_jobs"] == 0
+
+
+# -- on the real engine ------------------------------------------------------------------------
+
+
+def test_streams_of_two_avatars_share_batches_and_get_the_frames_they_get_alone(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    audio_a, audio_b = speech[:16000], speech[8000:24000]  # 25 frames each
+    alone_a = list(engine.generate(avatars["a"], audio_a, config=GenerateConfig(batch_size=4)))
+    alone_b = list(engine.generate(avatars["b"], audio_b, config=GenerateConfig(batch_size=4)))
+
+    engine.scheduler.step_log.clear()
+    with engine.scheduler.held():  # whole-video jobs: never degraded, so every frame is made
+        stream_a, sink_a = _open(engine, avatars["a"], audio_a, kind=JOB)
+        stream_b, sink_b = _open(engine, avatars["b"], audio_b, kind=JOB)
+        deadline = time.monotonic() + 30
+        while not (stream_a.features is not None and stream_b.features is not None):
+            assert time.monotonic() < deadline, "audio features never came"
+            time.sleep(0.01)
+    together_a, together_b = _frames(sink_a), _frames(sink_b)
+
+    steps = list(engine.scheduler.step_log)
+    mixed = [s for s in steps if {ident for ident, _ in s} == {stream_a.ident, stream_b.ident}]
+    assert mixed, f"no batch held frames of both streams: {steps}"
+    assert max(len(s) for s in steps) <= engine.scheduler.max_batch
+    for step in steps:  # each stream's batch_size caps its frames in one batch
+        for ident in (stream_a.ident, stream_b.ident):
+            assert sum(1 for i, _ in step if i == ident) <= 4
+    assert [f.index for f in together_a] == list(range(25))
+    assert [f.index for f in together_b] == list(range(25))
+    assert all(_close_enough(f.image, g) for f, g in zip(together_a, alone_a, strict=True))
+    assert all(_close_enough(f.image, g) for f, g in zip(together_b, alone_b, strict=True))
+    assert together_a[0].image.shape == (SIZE_A[1], SIZE_A[0], 3)
+    assert together_b[0].image.shape == (SIZE_B[1], SIZE_B[0], 3)
+    _wait_idle(engine)
+
+
+def test_live_frames_go_before_a_whole_video_job(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    engine.scheduler.step_log.clear()
+    with engine.scheduler.held():
+        job, job_sink = _open(engine, avatars["a"], speech, kind=JOB, batch=8)
+        time.sleep(0.05)
+        live, live_sink = _open(engine, avatars["b"], speech[:8000], kind=LIVE, batch=8)
+        deadline = time.monotonic() + 30
+        while job.features is None or live.features is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        # the job's wait counts from here, not from when its audio features were ready
+        job.last_served = time.monotonic()
+    live_frames = _frames(live_sink)
+    job_frames = _frames(job_sink)
+    steps = list(engine.scheduler.step_log)
+    assert {ident for ident, _ in steps[0]} == {live.ident}
+    assert len(live_frames) == 12 and len(job_frames) == 50
+    first_job_step = next(n for n, s in enumerate(steps) if any(i == job.ident for i, _ in s))
+    live_done_step = max(n for n, s in enumerate(steps) if any(i == live.ident for i, _ in s))
+    assert first_job_step > 0 and live_done_step < len(steps) - 1
+    _wait_idle(engine)
+
+
+def test_cancelling_one_stream_leaves_the_others_running(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    one, one_sink = _open(engine, avatars["a"], speech)
+    two, two_sink = _open(engine, avatars["b"], speech)
+    first = one_sink.get(timeout=60)
+    assert isinstance(first, Frame)
+    one.cancel()
+    frames = _frames(two_sink)
+    assert len(frames) == 50
+    with pytest.raises(StreamCancelled):
+        one.done.result(timeout=10)
+    assert two.done.result(timeout=10).frames == 50
+    ident = one.ident
+    later = [s for s in engine.scheduler.step_log if any(i == ident for i, _ in s)]
+    assert max(index for s in later for i, index in s if i == ident) < 50
+    _wait_idle(engine)
+
+
+def test_a_failing_sink_fails_its_stream_only(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    class Broken(QueueSink):
+        def write(self, frame: Frame) -> bool:
+            if frame.index == 3:
+                raise OSError("disk full")
+            return super().write(frame)
+
+    broken_sink = Broken()
+    config = GenerateConfig(batch_size=4, fps=FPS)
+    broken = engine.open_stream(
+        avatars["a"], speech[:16000], config=config, sink=lambda *_: broken_sink
+    )
+    fine, fine_sink = _open(engine, avatars["b"], speech[:16000])
+    with pytest.raises(OSError, match="disk full"):
+        broken.done.result(timeout=60)
+    assert len(_frames(fine_sink)) == 25
+    _wait_idle(engine)
+
+
+def test_a_stream_behind_its_clock_repeats_frames_and_keeps_all_its_audio(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    sink = QueueSink()
+    avatar = engine.avatar(avatars["a"])
+    config = GenerateConfig(batch_size=4, fps=FPS)
+    stream = engine.scheduler.open(
+        avatar,
+        speech,
+        fps=FPS,
+        total=50,
+        sink=sink,
+        features=lambda samples: engine.audio_features(samples, config=config),
+        kind=LIVE,
+        lead_s=-5.0,  # five seconds late from the start
+        batch_cap=4,
+    )
+    frames = _frames(sink)
+    assert [f.index for f in frames] == list(range(50))
+    repeated = [f for f in frames if f.repeated]
+    assert repeated and not frames[0].repeated
+    for frame in repeated:
+        assert frame.image is frames[frame.index - 1].image or np.array_equal(
+            frame.image, frames[frame.index - 1].image
+        )
+    spans = [(f.audio_start, f.audio_end) for f in frames]
+    assert spans[0][0] == 0 and spans[-1][1] == 32000
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    result = stream.done.result(timeout=10)
+    assert result.repeated_frames == len(repeated) and result.frames == 50
+    _wait_idle(engine)
+
+
+def test_chunks_are_handed_over_as_they_are_written_and_a_refusal_stops_the_stream(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray, tmp_path: Path
+) -> None:
+    seen: list[Chunk] = []
+
+    def on_chunk(chunk: Chunk) -> bool:
+        seen.append(chunk)
+        assert chunk.path.is_file()
+        return chunk.index < 1  # refuse after the second chunk
+
+    config = GenerateConfig(batch_size=4, fps=FPS, chunk_seconds=0.4)
+    stream = engine.stream_chunks(
+        avatars["a"], speech, tmp_path, config=config, on_chunk=on_chunk, audio_track="a.mp4"
+    )
+    with pytest.raises(StreamCancelled):
+        stream.done.result(timeout=60)
+    assert [c.index for c in seen] == [0, 1]
+    assert all(c.frame_count == 10 and c.total_chunks == 5 for c in seen)
+    assert (tmp_path / "a.mp4").is_file()
+    assert not list(tmp_path.glob(".*.part"))  # nothing half-written is left
+    _wait_idle(engine)
+
+
+def test_calibration_measures_frames_per_second_by_batch_size(engine: Engine) -> None:
+    measured = engine.calibrate()
+    assert set(measured) == {1, engine.scheduler.max_batch}
+    capacity = engine.capacity()
+    assert capacity["measured"] is True and capacity["frames_per_s"] > 0
+    assert set(capacity["frames_per_s_by_batch"]) >= {"1", str(engine.scheduler.max_batch)}
+    assert capacity["device"] == "cpu"
+
+
+def test_capacity_counts_the_open_streams_and_their_demand(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    with engine.scheduler.held():
+        live, live_sink = _open(engine, avatars["a"], speech)
+        job, job_sink = _open(engine, avatars["b"], speech, kind=JOB)
+        capacity = engine.capacity()
+    assert capacity["active_streams"] == 1 and capacity["active_jobs"] == 1
+    assert capacity["live_frames_per_s"] == FPS
+    assert capacity["stream_seconds_left"] == pytest.approx(2.0)
+    _frames(live_sink), _frames(job_sink)
+    _wait_idle(engine)
+
+
+# -- the policy, without running the models ---------------------------------------------------
+
+
+class _NullSink(QueueSink):
+    pass
+
+
+def _fake(
+    engine: Engine,
+    ident: int,
+    kind: str,
+    *,
+    started: float,
+    total: int = 100,
+    window: int = 16,
+    batch_cap: int = 8,
+    lead: float = 0.5,
+) -> Stream:
+    stream = Stream(
+        ident=ident,
+        kind=kind,
+        avatar=engine.avatar(next(iter(engine.cache.keys()))),
+        samples=np.zeros(16000 * 4, np.float32),
+        fps=FPS,
+        total=total,
+        sink=_NullSink(),
+        window=window,
+        lead_s=lead,
+        batch_cap=batch_cap,
+        cancelled=None,
+        label=f"fake-{ident}",
+    )
+    stream.features = torch.zeros((total, 50, 384))
+    stream.started_at = stream.last_served = started
+    return stream
+
+
+def _plan(engine: Engine, streams: list[Stream], now: float) -> list[tuple[int, int]]:
+    from inference.scheduler import Scheduler
+
+    scheduler: Any = Scheduler.__new__(Scheduler)
+    scheduler.max_batch = 8
+    scheduler._streams = {s.ident: s for s in streams}
+    plan, _ = Scheduler._plan(scheduler, now)
+    return [(stream.ident, index) for stream, index in plan]
+
+
+def test_the_plan_takes_live_frames_by_deadline_and_a_job_after_them(
+    engine: Engine, avatars: dict[str, Path]
+) -> None:
+    engine.warm(avatars["a"])
+    now = 100.0
+    early = _fake(engine, 1, LIVE, started=now - 0.1)  # its frames are due 0.1 s sooner
+    late = _fake(engine, 2, LIVE, started=now)
+    job = _fake(engine, 3, JOB, started=now)
+    plan = _plan(engine, [job, late, early], now)
+    # deadlines: early i at now + 0.4 + i/25, late i at now + 0.5 + i/25
+    assert plan == [(1, 0), (1, 1), (1, 2), (2, 0), (1, 3), (2, 1), (1, 4), (2, 2)]
+    job.last_served = now - 10  # the job waited: its turn comes before any live frame
+    early.next_index = late.next_index = 0
+    assert _plan(engine, [job, late, early], now)[0] == (3, 0)
+
+
+def test_a_job_that_waited_gets_a_frame_even_when_live_streams_are_behind(
+    engine: Engine, avatars: dict[str, Path]
+) -> None:
+    engine.warm(avatars["a"])
+    now = 100.0
+    behind = [_fake(engine, n, LIVE, started=now - 3.0, batch_cap=8) for n in (1, 2)]
+    job = _fake(engine, 3, JOB, started=now)
+    assert 3 not in {i for i, _ in _plan(engine, [*behind, job], now)}
+    job.last_served = now - JOB_MAX_WAIT_S - 2.5  # waited: now due before the live frames
+    for stream in behind:
+        stream.next_index = 0
+    assert (3, 0) in _plan(engine, [*behind, job], now)
+
+
+def test_the_plan_respects_windows_caps_and_ended_streams(
+    engine: Engine, avatars: dict[str, Path]
+) -> None:
+    engine.warm(avatars["a"])
+    now = 100.0
+    narrow = _fake(engine, 1, LIVE, started=now - 1, window=3)
+    capped = _fake(engine, 2, LIVE, started=now - 1, batch_cap=2)
+    ended = _fake(engine, 3, LIVE, started=now - 5)
+    ended.ended = True
+    plan = _plan(engine, [narrow, capped, ended], now)
+    assert sorted(plan) == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+
+
+def test_a_late_stream_steps_down_then_up_again(engine: Engine, avatars: dict[str, Path]) -> None:
+    engine.warm(avatars["a"])
+    now = 100.0
+    stream = _fake(engine, 1, LIVE, started=now - 2.0, window=40, batch_cap=4)
+    stream.next_index = stream.delivered = 1  # frame 0 is always generated
+    plan = _plan(engine, [stream], now)
+    assert stream.stride == 2
+    assert [index for _, index in plan] == [2, 4, 6, 8]  # odd frames repeat the one before
+    assert all(stream.slots[i].repeated for i in (1, 3, 5, 7))
+    stream.started_at = now + 5.0  # far ahead now
+    stream.stride_changed_at = now - 2.0
+    _plan(engine, [stream], now)
+    assert stream.stride == 1

@@ -1,0 +1,98 @@
+"""A stand-in for the engine's live chunk stream, for the worker-side streaming services.
+
+``stream_chunks`` hands ``total`` small chunk files to ``on_chunk`` one by one (asking
+``cancelled()`` before each) on a thread of its own, like the scheduler's delivery threads,
+and resolves the stream's ``done`` future the way the engine does. :func:`settled` waits for
+the service to finish the utterance (it does so on its own thread).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from inference.errors import StreamCancelled
+from inference.sinks import Chunk, StreamResult
+from sessions_app.models import StreamRequest
+
+FINAL = (
+    StreamRequest.Status.COMPLETED,
+    StreamRequest.Status.FAILED,
+    StreamRequest.Status.INTERRUPTED,
+)
+
+
+class ChunkStream:
+    def __init__(self) -> None:
+        self.done: Future[StreamResult] = Future()
+
+
+class ChunkingEngine:
+    def __init__(
+        self,
+        total: int = 3,
+        *,
+        seconds: float = 1.0,
+        frames: int = 25,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self.total, self.seconds, self.frames, self.on_chunk = total, seconds, frames, on_chunk
+        self.config: Any = None
+        self.audio_track: str | None = None
+
+    def stream_chunks(
+        self,
+        avatar_dir: Any,
+        audio: Any,
+        out_dir: Path,
+        *,
+        config: Any,
+        on_chunk: Callable[[Chunk], bool],
+        cancelled: Callable[[], bool],
+        audio_track: str | None = None,
+        label: str = "",
+    ) -> ChunkStream:
+        self.config, self.audio_track = config, audio_track
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stream = ChunkStream()
+        threading.Thread(
+            target=self._run, args=(stream, out_dir, on_chunk, cancelled), daemon=True
+        ).start()
+        return stream
+
+    def _run(
+        self,
+        stream: ChunkStream,
+        out_dir: Path,
+        on_chunk: Callable[[Chunk], bool],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        for index in range(self.total):
+            if cancelled():
+                stream.done.set_exception(StreamCancelled("cancelled"))
+                return
+            path = out_dir / f"chunk_{index + 1:04d}.mp4"
+            path.write_bytes(b"mp4")
+            chunk = Chunk(index, path, index * self.frames, self.frames, self.seconds, self.total)
+            if not on_chunk(chunk):
+                stream.done.set_exception(StreamCancelled("stopped"))
+                return
+            if self.on_chunk:
+                self.on_chunk(index)
+        stream.done.set_result(StreamResult(self.total * self.frames, 0, self.total))
+
+
+def settled(request: StreamRequest, timeout: float = 15.0) -> StreamRequest:
+    """The request once the service has finished it (its status is final)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        request.refresh_from_db()
+        if request.status in FINAL:
+            time.sleep(0.1)  # its last events are published right after the status
+            return request
+        time.sleep(0.02)
+    raise AssertionError(f"stream {request.request_id} is still {request.status}")
