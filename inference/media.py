@@ -288,6 +288,25 @@ class Mp4Writer:
         self.frames_written += 1
         self._send_audio_until(self._audio_target())
 
+    def write_yuv420p(self, planes: np.ndarray) -> None:
+        """Append one frame already in planar I420: ``(H'*3//2, W')`` uint8, where H'/W' are
+        ``height``/``width`` rounded up to even (``inference.device_blend.bgr_to_yuv420p``).
+
+        Encoded exactly as :meth:`write` encodes a BGR frame (same pts and audio), minus the
+        libswscale conversion.
+        """
+        height, width = self.height + self.height % 2, self.width + self.width % 2
+        if planes.shape != (height * 3 // 2, width) or planes.dtype != np.uint8:
+            raise ValueError(
+                f"yuv420p planes {planes.shape} {planes.dtype} != {(height * 3 // 2, width)} "
+                f"uint8 for {self.path}"
+            )
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(planes), format="yuv420p")
+        frame.pts = self.frames_written
+        self._mux(self._video.encode(frame))
+        self.frames_written += 1
+        self._send_audio_until(self._audio_target())
+
     def _audio_target(self) -> int:
         """Input-rate audio samples that cover the frames written so far."""
         return int(round(self.frames_written * AUDIO_INPUT_RATE / self.fps))

@@ -96,6 +96,7 @@ class Engine:
         prefetch_batches: int = 2,
         decode_batch_size: int | None = None,
         max_batch: int = 0,
+        device_blend: bool | None = None,
     ) -> None:
         self.models = models
         cuda = models.device.type == "cuda"
@@ -132,6 +133,8 @@ class Engine:
             blend=self._blend,
             blend_workers=blend_workers,
             delivery_workers=delivery_workers or max(2, cores),
+            # on a CPU the tensor paste-back is slower than OpenCV's (bench/results/blend-cpu.md)
+            device_blend=cuda if device_blend is None else device_blend,
         )
 
     @classmethod
@@ -325,7 +328,7 @@ class Engine:
                     if isinstance(item, StreamCancelled):
                         return
                     raise item
-                yield item.image
+                yield item.bgr()
         finally:
             stream.cancel()
             if timings is not None and stream.done.done() and not stream.done.exception():

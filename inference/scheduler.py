@@ -15,7 +15,8 @@ need next and runs it:
   taken by its sink (the memory bound and the backpressure of a slow consumer);
 - a stream that ends, fails or is cancelled simply stops being picked.
 
-Decoded faces go to the blending pool; every stream's blended frames go to its sink in order
+Decoded faces go to the blending pool (on CUDA they are pasted back and converted to I420 on
+the device instead: :mod:`inference.device_blend`); every stream's frames go to its sink in order
 on the delivery pool (encoding happens there, in parallel across streams, off the model
 thread). Audio features of a new stream are computed on a thread of their own, so a new
 utterance never stalls the batches of the others.
@@ -37,6 +38,7 @@ import functools
 import heapq
 import itertools
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -52,10 +54,11 @@ import torch
 from inference.audio import AudioFeatures
 from inference.avatar_store import PreparedAvatar
 from inference.budget import GPUMemoryBudget, estimate_batch_bytes
+from inference.device_blend import DeviceBlender, bgr_to_yuv420p
 from inference.errors import InferenceError, StreamCancelled
 from inference.models import MuseTalkModels, predict_latents
 from inference.sinks import Frame, Sink, StreamResult, audio_bounds
-from inference.vae import decode_latents
+from inference.vae import decode_latents, decode_latents_tensor
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +136,7 @@ class Stream:
         self.ended = False
         self.cancel_checked = 0.0
         self.end_reason: tuple[BaseException | None, bool] = (None, False)
+        self.pending = False  # a live stream waiting for room (see Scheduler._admit)
 
     # -- for callers -----------------------------------------------------------------------
 
@@ -157,6 +161,7 @@ class Stream:
     def wants_frames(self) -> bool:
         return (
             not self.ended
+            and not self.pending
             and self.features is not None
             and self.next_index < self.total
             and self.in_flight() < self.window
@@ -190,6 +195,7 @@ class Scheduler:
         blend: Callable[[PreparedAvatar, int, np.ndarray], np.ndarray],
         blend_workers: int,
         delivery_workers: int,
+        device_blend: bool = False,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -198,6 +204,9 @@ class Scheduler:
         self.max_batch = max_batch
         self.decode_batch_size = decode_batch_size
         self._blend_fn = blend
+        # Paste-back and colour conversion on the device (CUDA): the CPU only encodes.
+        self.device_blend = device_blend
+        self._blenders: dict[int, tuple[PreparedAvatar, DeviceBlender]] = {}
         self._blend_pool = ThreadPoolExecutor(blend_workers, thread_name_prefix="blend")
         self._delivery_pool = ThreadPoolExecutor(delivery_workers, thread_name_prefix="deliver")
         self._audio_pool = ThreadPoolExecutor(1, thread_name_prefix="audio-features")
@@ -211,6 +220,11 @@ class Scheduler:
         self._steps = 0
         self._frames_made = 0
         self._holds = 0
+        self._costs: dict[str, float] = {}
+        self._cost_lock = threading.Lock()
+        self._cores = max(1, os.cpu_count() or 1)
+        self._blend_workers = blend_workers
+        self._delivery_workers = delivery_workers
         # (stream id, frame index) of the last steps' batches, newest last
         self.step_log: deque[tuple[tuple[int, int], ...]] = deque(maxlen=256)
 
@@ -330,6 +344,9 @@ class Scheduler:
         with self._cond:
             stream.features = features.chunks
             stream.started_at = stream.last_served = time.monotonic()
+            stream.pending = stream.kind == LIVE and not self._has_room(stream)
+            if stream.pending:
+                logger.info("%s: waiting for room (live demand at capacity)", stream.label)
             self._cond.notify_all()
 
     def _end(self, stream: Stream, error: BaseException | None, cancelled: bool) -> None:
@@ -374,6 +391,37 @@ class Scheduler:
             logger.exception("%s: aborting its sink failed", stream.label)
         stream.done.set_exception(error if error is not None else StreamCancelled(stream.label))
 
+    # -- admission -------------------------------------------------------------------------
+
+    def _has_room(self, stream: Stream) -> bool:
+        """Whether ``stream``'s fps fits next to the live streams running now (caller holds
+        the condition). Unknown capacity, or no other live stream, always fits: the web
+        side's admission is the real gate; this one keeps running streams whole when more
+        arrive than the worker can carry (several web processes, a slower device)."""
+        running = [
+            s
+            for s in self._streams.values()
+            if s.kind == LIVE and not s.pending and s is not stream and s.features is not None
+        ]
+        capacity = self._frames_per_s()
+        if not running or capacity <= 0:
+            return True
+        return sum(s.fps for s in running) + stream.fps <= capacity
+
+    def _admit(self) -> None:
+        """Start waiting live streams, oldest first, while they fit (caller holds the
+        condition)."""
+        waiting = sorted(
+            (s for s in self._streams.values() if s.pending and not s.ended),
+            key=lambda s: s.opened_at,
+        )
+        for stream in waiting:
+            if not self._has_room(stream):
+                return
+            stream.pending = False
+            stream.started_at = stream.last_served = time.monotonic()
+            logger.info("%s: room now, starting", stream.label)
+
     # -- the model thread ------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -382,9 +430,11 @@ class Scheduler:
                 while not self._closed and (
                     self._holds or not any(s.wants_frames() for s in self._streams.values())
                 ):
+                    self._admit()
                     self._cond.wait(timeout=0.5)
                 if self._closed:
                     return
+                self._admit()
                 plan, repeats = self._plan(time.monotonic())
             if plan:
                 self._step(plan)
@@ -449,29 +499,82 @@ class Scheduler:
         logger.info("%s: generating every %s frame(s) now", stream.label, stream.stride)
 
     def _step(self, plan: list[tuple[Stream, int]]) -> None:
-        """One UNet + VAE batch for ``plan``; the faces go to the blending pool."""
+        """One UNet + VAE batch for ``plan``; the faces are blended in the pool (or, with
+        ``device_blend``, on the device right here, converted to I420 there too)."""
         try:
             faces, unet_s, decode_s = self._model_batch(plan)
+            pictures = self._device_pictures(plan, faces) if self.device_blend else None
         except BaseException as exc:  # every stream of the batch fails with it
             logger.exception("model batch of %d frames failed", len(plan))
             for stream in {id(s): s for s, _ in plan}.values():
                 self._end(stream, exc, False)
             return
         self._record(len(plan), unet_s + decode_s)
-        share = (unet_s, decode_s)
-        for (stream, index), face in zip(plan, faces, strict=True):
-            stream.timings["unet_s"] = stream.timings.get("unet_s", 0.0) + share[0] / len(plan)
-            stream.timings["vae_decode_s"] = stream.timings.get("vae_decode_s", 0.0) + share[
-                1
-            ] / len(plan)
+        for n, (stream, index) in enumerate(plan):
+            stream.timings["unet_s"] = stream.timings.get("unet_s", 0.0) + unet_s / len(plan)
+            stream.timings["vae_decode_s"] = stream.timings.get(
+                "vae_decode_s", 0.0
+            ) + decode_s / len(plan)
             with stream.lock:
                 if stream.ended:
                     continue
-                future = self._blend_pool.submit(self._blend_fn, stream.avatar, index, face)
+                if pictures is not None:
+                    future: Future[np.ndarray] = Future()
+                    future.set_result(pictures[n])
+                else:
+                    face = faces[n]
+                    future = self._blend_pool.submit(self._timed_blend, stream.avatar, index, face)
                 stream.slots[index] = _Slot(future)
             future.add_done_callback(functools.partial(self._pumped, stream))
 
-    def _model_batch(self, plan: list[tuple[Stream, int]]) -> tuple[np.ndarray, float, float]:
+    def _device_pictures(self, plan: list[tuple[Stream, int]], faces: Any) -> list[np.ndarray]:
+        """Paste-back and BGR -> I420 on the device, per avatar of the batch; the planes
+        come back to the host (a third smaller than BGR)."""
+        pictures: list[np.ndarray | None] = [None] * len(plan)
+        groups: dict[int, list[int]] = {}
+        for n, (stream, _) in enumerate(plan):
+            groups.setdefault(id(stream.avatar), []).append(n)
+        for positions in groups.values():
+            avatar = plan[positions[0]][0].avatar
+            blender = self._blender(avatar)
+            stored = [avatar.frame_index(plan[n][1]) for n in positions]
+            chosen = torch.tensor(positions, device=faces.device)
+            planes = bgr_to_yuv420p(blender.blend(stored, faces.index_select(0, chosen)))
+            for n, picture in zip(positions, planes.cpu().numpy(), strict=True):
+                pictures[n] = picture
+        return [p for p in pictures if p is not None]
+
+    def _blender(self, avatar: PreparedAvatar) -> DeviceBlender:
+        """The avatar's device blender (uploaded once, dropped with the last stream)."""
+        key = id(avatar)
+        known = self._blenders.get(key)
+        if known is not None and known[0] is avatar:
+            return known[1]
+        with self._cond:
+            in_use = {id(s.avatar) for s in self._streams.values()}
+        for stale in [k for k in self._blenders if k not in in_use]:
+            del self._blenders[stale]
+        blender = DeviceBlender.for_avatar(avatar, self.models.device)
+        self._blenders[key] = (avatar, blender)
+        return blender
+
+    def _timed_blend(self, avatar: PreparedAvatar, index: int, face: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
+        image = self._blend_fn(avatar, index, face)
+        self._cpu_cost("blend", time.perf_counter() - started)
+        return image
+
+    def _cpu_cost(self, stage: str, seconds: float) -> None:
+        """Smoothed seconds per frame of a CPU stage (blend, delivery)."""
+        with self._cost_lock:
+            known = self._costs.get(stage)
+            self._costs[stage] = (
+                seconds if known is None else known + RATE_SMOOTHING * 0.1 * (seconds - known)
+            )
+
+    def _model_batch(self, plan: list[tuple[Stream, int]]) -> tuple[Any, float, float]:
+        """UNet + VAE decode: faces (B, 256, 256, 3) uint8 BGR, as a numpy array on the host,
+        or as a tensor on the device with ``device_blend``; and the seconds of each model."""
         latents = torch.stack(
             [stream.avatar.latents[stream.avatar.frame_index(i)] for stream, i in plan]
         )
@@ -491,13 +594,15 @@ class Scheduler:
         self.step_log.append(tuple((stream.ident, i) for stream, i in plan))
         return faces, t1 - t0, t2 - t1
 
-    def _decode(self, predicted: torch.Tensor) -> np.ndarray:
-        """VAE decode (B, 4, 32, 32) -> (B, 256, 256, 3) uint8 BGR, in slices on CPU."""
+    def _decode(self, predicted: torch.Tensor) -> Any:
+        """VAE decode (B, 4, 32, 32) -> (B, 256, 256, 3) uint8 BGR, in slices on CPU; a
+        device tensor with ``device_blend``, else a host array."""
         step = self.decode_batch_size or predicted.shape[0]
-        parts = [
-            decode_latents(self.models.vae, predicted[start : start + step])
-            for start in range(0, predicted.shape[0], step)
-        ]
+        chunks = [predicted[start : start + step] for start in range(0, predicted.shape[0], step)]
+        if self.device_blend:
+            tensors = [decode_latents_tensor(self.models.vae, part) for part in chunks]
+            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
+        parts = [decode_latents(self.models.vae, part) for part in chunks]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     # -- delivery (sinks), on the delivery pool ------------------------------------------------
@@ -564,8 +669,20 @@ class Scheduler:
             # A player starts on the first frames it gets: the playback clock starts here
             stream.started_at = now
         start, end = audio_bounds(index, 1, stream.fps)
-        frame = Frame(index, image, stream.fps, start, end, repeated=slot.future is None)
+        height, width = stream.avatar.frames[0].shape[:2]
+        frame = Frame(
+            index,
+            None if self.device_blend else image,
+            stream.fps,
+            start,
+            end,
+            repeated=slot.future is None,
+            yuv=image if self.device_blend else None,
+            size=(width, height),
+        )
+        started = time.perf_counter()
         keep_going = stream.sink.write(frame)
+        self._cpu_cost("delivery", time.perf_counter() - started)
         stream.delivered += 1
         return keep_going
 
@@ -625,23 +742,50 @@ class Scheduler:
                     measured[size] = size / seconds
         return measured
 
+    def _frames_per_s(self) -> float:
+        """Sustained frames/s of the whole pipeline (caller may hold the condition).
+
+        The model's best measured rate, limited by the CPU stages once they were measured:
+        on CUDA they run beside the device on the pools' threads (each stage's threads over
+        its cost per frame); on a CPU they share the cores with the model, so the seconds
+        add up (model per frame + CPU stages per frame over the cores).
+        """
+        model = max((rate.frames_per_s for rate in self._rates.values()), default=0.0)
+        if model <= 0:
+            return 0.0
+        with self._cost_lock:
+            blend = self._costs.get("blend", 0.0)
+            delivery = self._costs.get("delivery", 0.0)
+        if self.models.device.type == "cuda":
+            limits = [model]
+            if blend > 0:
+                limits.append(min(self._blend_workers, self._cores) / blend)
+            if delivery > 0:
+                limits.append(min(self._delivery_workers, self._cores) / delivery)
+            return min(limits)
+        return 1.0 / (1.0 / model + (blend + delivery) / self._cores)
+
     def capacity(self) -> dict[str, Any]:
         """This scheduler's measured throughput and load (published with the heartbeat)."""
         with self._cond:
             rates = {size: rate.frames_per_s for size, rate in sorted(self._rates.items())}
             streams = list(self._streams.values())
+            sustained = self._frames_per_s()
+        with self._cost_lock:
+            costs = {stage: round(seconds * 1000, 2) for stage, seconds in self._costs.items()}
         live = [s for s in streams if s.kind == LIVE]
-        best = max(rates.values(), default=0.0)
         return {
             "measured": bool(rates),
             "device": str(self.models.device),
-            "frames_per_s": round(best, 2),
+            "frames_per_s": round(sustained, 2),
+            "model_frames_per_s": round(max(rates.values(), default=0.0), 2),
             "frames_per_s_by_batch": {str(size): round(v, 2) for size, v in rates.items()},
+            "cpu_ms_per_frame": costs,
             "max_batch": self.max_batch,
             "active_streams": len(live),
-            "pending_streams": sum(1 for s in live if s.features is None),
+            "pending_streams": sum(1 for s in live if s.pending or s.features is None),
             "active_jobs": len(streams) - len(live),
-            "live_frames_per_s": float(sum(s.fps for s in live)),
+            "live_frames_per_s": float(sum(s.fps for s in live if not s.pending)),
             "stream_seconds_left": round(sum(s.seconds_left for s in live), 2),
             "degraded_streams": sum(1 for s in live if s.stride > 1),
             "frames_made": self._frames_made,

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import cv2
 import numpy as np
 
 from inference.layout import CHUNK_NAME
@@ -53,15 +54,35 @@ class Frame:
     """
 
     index: int
-    image: np.ndarray  # (H, W, 3) uint8 BGR
+    image: np.ndarray | None  # (H, W, 3) uint8 BGR; None when only ``yuv`` was made
     fps: int
     audio_start: int
     audio_end: int
     repeated: bool = False
+    # planar I420 (H'*3//2, W'), H'/W' rounded up to even: the frame as blended and
+    # converted on the device, which encoders take without another conversion
+    yuv: np.ndarray | None = None
+    size: tuple[int, int] = (0, 0)  # (width, height) of the frame
 
     @property
     def pts_s(self) -> float:
         return self.index / self.fps
+
+    def bgr(self) -> np.ndarray:
+        """The frame as ``(H, W, 3)`` uint8 BGR (converted from ``yuv`` when needed)."""
+        if self.image is not None:
+            return self.image
+        assert self.yuv is not None  # a frame holds one or the other
+        width, height = self.size
+        return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420)[:height, :width]
+
+
+def write_frame(writer: Mp4Writer, frame: Frame) -> None:
+    """Encode ``frame`` with ``writer``: its I420 planes as they are when it has them."""
+    if frame.yuv is not None:
+        writer.write_yuv420p(frame.yuv)
+    else:
+        writer.write(frame.bgr())
 
 
 def audio_bounds(first_frame: int, count: int, fps: int) -> tuple[int, int]:
@@ -133,7 +154,7 @@ class Mp4FileSink:
         )
 
     def write(self, frame: Frame) -> bool:
-        self._writer.write(frame.image)
+        write_frame(self._writer, frame)
         self.count += 1
         if self._progress is not None:
             self._progress(self.count, self.total)
@@ -197,7 +218,7 @@ class ChunkSink:
         if self._writer is None:
             self._open(frame.index)
         assert self._writer is not None
-        self._writer.write(frame.image)
+        write_frame(self._writer, frame)
         self._repeated += int(frame.repeated)
         if self._writer.frames_written < min(self.per_chunk, self.total - self._first):
             return True

@@ -103,11 +103,20 @@ def decode_latents(vae: AutoencoderKL, latents: torch.Tensor) -> np.ndarray:
 
     ``decode(latents / scaling_factor)``, then ``(x/2 + 0.5)`` clamped to [0,1], x255, rounded.
     """
+    return np.ascontiguousarray(decode_latents_tensor(vae, latents).cpu().numpy())
+
+
+def decode_latents_tensor(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """latents (B,4,32,32) -> faces (B,256,256,3) uint8 BGR on ``vae.device``.
+
+    The maths of :func:`decode_latents`, without the copy to the CPU (for
+    ``inference.device_blend.DeviceBlender``).
+    """
     if latents.ndim != 4 or latents.shape[1] != 4:
         raise ValueError(f"latents must have shape (B, 4, H, W), got {tuple(latents.shape)}")
     with torch.inference_mode():
         scaled = latents.to(device=vae.device, dtype=vae.dtype) / scaling_factor(vae)
         image = vae.decode(scaled).sample.float()
         image = (image / 2 + 0.5).clamp(0, 1)
-        image = (image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8).cpu().numpy()
-    return np.ascontiguousarray(image[..., ::-1])
+        image = (image.permute(0, 2, 3, 1) * 255).round().to(torch.uint8)
+    return image.flip(-1).contiguous()

@@ -27,6 +27,9 @@ os.environ.update(
         "WORKER_MAINTENANCE_SECONDS": "5",
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # Live admission is off except in its own tests (which switch it on): a test stack's
+        # capacity, measured on a busy CPU, would otherwise refuse other tests' sessions.
+        "LIVE_ADMISSION": "0",
     }
 )
 for name in ("SECRET_KEY", "SECRET_KEY_FILE", "MUSETALK_DEMO_MODE"):

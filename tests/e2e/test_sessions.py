@@ -105,6 +105,12 @@ def test_an_utterance_streams_in_order_and_a_reconnect_replays_what_was_missed(
     events = reader.wait_for("speaking_ended", timeout=300)
     reader.close()
     names = [payload["event"] for _, payload in events]
+    # a CPU slower than real time may degrade the stream (repeated frames): it says so
+    quality = [n for n in names if n in ("degraded", "recovered")]
+    assert quality == ["degraded", "recovered"] * (len(quality) // 2) + ["degraded"] * (
+        len(quality) % 2
+    )
+    names = [n for n in names if n not in quality]
     assert names == ["speaking_started", "chunk", "chunk", "chunk", "complete", "speaking_ended"]
     ids = [event_id for event_id, _ in events]
     assert ids == sorted(ids) and len(set(ids)) == len(ids)

@@ -377,3 +377,82 @@ def test_a_late_stream_steps_down_then_up_again(engine: Engine, avatars: dict[st
     stream.stride_changed_at = now - 2.0
     _plan(engine, [stream], now)
     assert stream.stride == 1
+
+
+def test_a_live_stream_beyond_capacity_waits_until_there_is_room(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    from inference.scheduler import _Rate
+
+    scheduler = engine.scheduler
+    saved = dict(scheduler._rates)
+    scheduler._rates.clear()
+    scheduler._rates[1] = _Rate(30.0)  # room for one 25-fps stream
+    try:
+        scheduler.step_log.clear()
+        first, first_sink = _open(engine, avatars["a"], speech[:16000])
+        deadline = time.monotonic() + 30
+        while first.features is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        second, second_sink = _open(engine, avatars["b"], speech[:16000])
+        while second.features is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert second.pending and engine.capacity()["pending_streams"] == 1
+        assert len(_frames(first_sink)) == 25 and len(_frames(second_sink)) == 25
+    finally:
+        scheduler._rates.clear()
+        scheduler._rates.update(saved)
+    steps = list(scheduler.step_log)
+    last_of_first = max(n for n, s in enumerate(steps) if any(i == first.ident for i, _ in s))
+    first_of_second = min(n for n, s in enumerate(steps) if any(i == second.ident for i, _ in s))
+    assert last_of_first < first_of_second
+    _wait_idle(engine)
+
+
+def test_capacity_counts_the_cpu_stages_once_measured(engine: Engine) -> None:
+    capacity = engine.capacity()  # after the streams above: blend and delivery were timed
+    assert set(capacity["cpu_ms_per_frame"]) == {"blend", "delivery"}
+    assert 0 < capacity["frames_per_s"] < capacity["model_frames_per_s"]
+
+
+def test_blending_on_the_device_gives_the_frames_of_the_cpu_blend(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray, tmp_path: Path
+) -> None:
+    """The CUDA path (paste-back and I420 as tensor ops), run here on the CPU."""
+    import av
+
+    from inference.device_blend import bgr_to_yuv420p
+
+    device = Engine(engine.models, engine.face_backend, device_blend=True)
+    try:
+        audio = speech[:8000]  # 12 frames
+        cpu = list(engine.generate(avatars["a"], audio, config=GenerateConfig(batch_size=4)))
+        sink = QueueSink()
+        device.open_stream(
+            avatars["a"], audio, config=GenerateConfig(batch_size=4), sink=lambda *_: sink, kind=JOB
+        )
+        frames = _frames(sink)
+        assert len(frames) == len(cpu) == 12
+        for frame, reference in zip(frames, cpu, strict=True):
+            assert frame.image is None and frame.yuv is not None
+            expected = bgr_to_yuv420p(torch.from_numpy(reference[None]))[0].numpy()
+            diff = np.abs(frame.yuv.astype(np.int16) - expected.astype(np.int16))
+            assert diff.max() <= 1, f"frame {frame.index}"
+            assert frame.bgr().shape == reference.shape
+        chunks = list(
+            device.generate_chunks(
+                avatars["a"],
+                audio,
+                tmp_path,
+                config=GenerateConfig(batch_size=4, chunk_seconds=0.2),
+            )
+        )
+        assert [c.frame_count for c in chunks] == [5, 5, 2]
+        with av.open(str(chunks[0].path)) as container:
+            decoded = [f.to_ndarray(format="bgr24") for f in container.decode(video=0)]
+        assert len(decoded) == 5 and decoded[0].shape == cpu[0].shape
+        assert float(np.abs(decoded[0].astype(int) - cpu[0].astype(int)).mean()) < 6
+    finally:
+        device.close()
