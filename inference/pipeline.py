@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from inference.accel import AccelOptions, apply_accel, warm, warm_sizes
 from inference.audio import (
     AudioFeatures,
     extract_audio_features,
@@ -468,6 +469,18 @@ class Engine:
     def capacity(self) -> dict[str, Any]:
         """Measured frames/s and load of the scheduler (see :mod:`inference.scheduler`)."""
         return self.scheduler.capacity()
+
+    def accelerate(self, options: AccelOptions) -> list[int]:
+        """Apply ``options`` (:mod:`inference.accel`) to the models and warm every batch
+        size the scheduler will run; with compiled models or CUDA graphs its batches are then
+        padded to those sizes. Call at boot, before any stream. Returns the warmed sizes."""
+        apply_accel(self.models, options)
+        sizes = warm_sizes(self.scheduler.max_batch)
+        decode = sorted({min(n, self.decode_batch_size or n) for n in sizes})
+        warm(self.models, sizes, decode)
+        if options.compile or options.cuda_graphs:
+            self.scheduler.padded_sizes = sizes
+        return sizes
 
     def calibrate(self) -> dict[int, float]:
         """Measure the model's frames/s at batch 1 and at the largest batch (at boot)."""

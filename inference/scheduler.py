@@ -206,6 +206,8 @@ class Scheduler:
         self._blend_fn = blend
         # Paste-back and colour conversion on the device (CUDA): the CPU only encodes.
         self.device_blend = device_blend
+        # With compiled models or CUDA graphs, batches are padded to these warmed sizes.
+        self.padded_sizes: list[int] = []
         self._blenders: dict[int, tuple[PreparedAvatar, DeviceBlender]] = {}
         self._blend_pool = ThreadPoolExecutor(blend_workers, thread_name_prefix="blend")
         self._delivery_pool = ThreadPoolExecutor(delivery_workers, thread_name_prefix="deliver")
@@ -579,6 +581,11 @@ class Scheduler:
             [stream.avatar.latents[stream.avatar.frame_index(i)] for stream, i in plan]
         )
         audio = torch.stack([_features(stream)[i] for stream, i in plan])
+        size = next((n for n in self.padded_sizes if n >= len(plan)), len(plan))
+        if size > len(plan):  # repeat the last frame's inputs; its extra outputs are dropped
+            extra = size - len(plan)
+            latents = torch.cat([latents, latents[-1:].expand(extra, *latents.shape[1:])])
+            audio = torch.cat([audio, audio[-1:].expand(extra, *audio.shape[1:])])
         dtype_bytes = torch.finfo(self.models.dtype).bits // 8
         estimate = estimate_batch_bytes(
             batch_size=len(plan), dtype_bytes=dtype_bytes, profile=self.models.profile
@@ -587,7 +594,7 @@ class Scheduler:
             t0 = time.perf_counter()
             predicted = predict_latents(self.models, latents, audio)
             t1 = time.perf_counter()
-            faces = self._decode(predicted)
+            faces = self._decode(predicted)[: len(plan)]
             t2 = time.perf_counter()
         self._steps += 1
         self._frames_made += len(plan)

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from django.conf import settings
 
+from inference.accel import AccelOptions, parse_options
 from inference.config import EngineConfig
 from inference.download import download_models
 from inference.pipeline import Engine
@@ -47,6 +48,10 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         budget_bytes=settings.MUSETALK_MEMORY_BUDGET_MB * 1024 * 1024,
         max_batch=settings.MUSETALK_MAX_BATCH,
     )
+    accel = parse_options(settings.MUSETALK_ACCEL)
+    if accel != AccelOptions():
+        warmed = engine.accelerate(accel)
+        logger.info("engine accelerated (%s), batch sizes warmed: %s", accel.label(), warmed)
     # Capacity is known (and the kernels warm) before the first stream arrives.
     calibrated = engine.calibrate()
     logger.info(
@@ -61,6 +66,7 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         "device": config.device,
         "loaded": True,
         "load_seconds": round(time.perf_counter() - started, 2),
+        "accel": accel.label(),
     }
     if demo:
         logger.warning("!!! %s !!!", DEMO_WARNING)

@@ -456,3 +456,32 @@ def test_blending_on_the_device_gives_the_frames_of_the_cpu_blend(
         assert float(np.abs(decoded[0].astype(int) - cpu[0].astype(int)).mean()) < 6
     finally:
         device.close()
+
+
+def test_batches_padded_to_warmed_sizes_give_the_same_frames(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    audio = speech[:8000]
+    config = GenerateConfig(batch_size=3)
+    reference = list(engine.generate(avatars["b"], audio, config=config))
+    engine.scheduler.padded_sizes = [4, 8]
+    try:
+        padded = list(engine.generate(avatars["b"], audio, config=config))
+    finally:
+        engine.scheduler.padded_sizes = []
+    assert len(padded) == len(reference) == 12
+    assert all(_close_enough(a, b) for a, b in zip(padded, reference, strict=True))
+
+
+def test_accel_options_come_from_a_comma_list() -> None:
+    from inference.accel import AccelOptions, parse_options, warm_sizes
+
+    assert parse_options("") == AccelOptions()
+    assert parse_options("channels_last, cuda_graphs") == AccelOptions(
+        channels_last=True, cuda_graphs=True
+    )
+    assert parse_options("compile=max-autotune").compile == "max-autotune"
+    with pytest.raises(ValueError, match="unknown accel option"):
+        parse_options("turbo")
+    assert warm_sizes(48) == [1, 2, 4, 8, 16, 32, 48]
+    assert warm_sizes(1) == [1]
