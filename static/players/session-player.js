@@ -61,6 +61,7 @@
     stalls: 0, // "waiting" while an utterance was on screen: the next chunk came too late
     errors: [],
     utterances: [],
+    degraded: false, // the server repeats frames to keep up (a busy GPU); audio is whole
   };
   window.musetalkPlayer = debug;
 
@@ -273,6 +274,11 @@
           break;
         case "speaking_ended":
           if (payload.reason !== "complete") this.stop(requestId);
+          break;
+        case "degraded":
+        case "recovered":
+          debug.degraded = payload.event === "degraded";
+          root.dataset.quality = debug.degraded ? "degraded" : "full";
           break;
         case "session_ended":
           debug.sessionEnded = true;
