@@ -7,6 +7,7 @@ reasons and pages. Unexpected exceptions are not known: they stay 500s and get l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -28,11 +29,19 @@ class ApplicationError(Exception):
 
     status_code = 400
 
-    def __init__(self, message: str, extra: dict[str, Any] | None = None, *, status: int = 400):
+    def __init__(
+        self,
+        message: str,
+        extra: dict[str, Any] | None = None,
+        *,
+        status: int = 400,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.extra = extra or {}
         self.status_code = status
+        self.headers = headers or {}  # sent with the answer, e.g. Retry-After
 
 
 class NotAuthenticatedError(ApplicationError):
@@ -47,6 +56,7 @@ class ErrorPayload:
     status: int
     message: str
     extra: dict[str, Any]
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def body(self) -> dict[str, Any]:
         return {"message": self.message, "extra": self.extra}
@@ -55,7 +65,7 @@ class ErrorPayload:
 def error_payload(exc: BaseException) -> ErrorPayload | None:
     """The status and body of a known failure; None for an unexpected exception."""
     if isinstance(exc, ApplicationError):
-        return ErrorPayload(exc.status_code, exc.message, exc.extra)
+        return ErrorPayload(exc.status_code, exc.message, exc.extra, exc.headers)
     if isinstance(exc, Http404):
         return ErrorPayload(404, str(exc) or "Not found.", {})
     if isinstance(exc, PermissionDenied):
@@ -80,7 +90,10 @@ def error_response(exc: BaseException) -> JsonResponse:
     payload = error_payload(exc)
     if payload is None:
         raise exc
-    return JsonResponse(payload.body(), status=payload.status)
+    response = JsonResponse(payload.body(), status=payload.status)
+    for name, value in payload.headers.items():
+        response[name] = value
+    return response
 
 
 def close_frame(exc: BaseException) -> tuple[int, str]:
@@ -132,6 +145,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if response is None:
         response = Response(status=payload.status)
     response.data = payload.body()
+    for name, value in payload.headers.items():
+        response[name] = value
     if payload.status == 401 and not response.has_header("WWW-Authenticate"):
         response["WWW-Authenticate"] = TOKEN_CHALLENGE
     return response

@@ -22,6 +22,7 @@ urlpatterns = [
     path("capabilities", apis.CapabilitiesApi.as_view(), name="capabilities"),
     path("stats", stats_apis.StatsApi.as_view(), name="stats"),
     path("stats/cache", stats_apis.StatsCacheApi.as_view(), name="stats-cache"),
+    path("capacity", stats_apis.CapacityApi.as_view(), name="capacity"),
     path("api/auth/token/", apis.AuthTokenApi.as_view(), name="api-auth-token"),
     path("api/me/", apis.MeApi.as_view(), name="api-me"),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM, authenticated_user
+from musetalk_site.capacity import CAPACITY_FULL
 from musetalk_site.pagination import ListApi, paginate
 from musetalk_site.params import query_or_form
 from musetalk_site.schema import QUOTA_MINUTES, QUOTA_SESSIONS, error
@@ -87,6 +88,12 @@ class SessionCreateApi(APIView):
         batch_size = serializers.IntegerField(default=2, min_value=1, max_value=64)
         fps = serializers.IntegerField(default=25, min_value=1, max_value=60)
         chunk_duration = serializers.FloatField(default=2.0, min_value=0.2, max_value=30.0)
+        wait = serializers.BooleanField(
+            default=False, help_text="At capacity, wait up to wait_seconds for room before 429"
+        )
+        wait_seconds = serializers.FloatField(
+            default=30.0, min_value=0.0, help_text="At most 30 (longer waits are cut to 30)"
+        )
 
     class OutputSerializer(serializers.Serializer):
         session_id = serializers.CharField()
@@ -104,6 +111,7 @@ class SessionCreateApi(APIView):
             403: error(QUOTA_SESSIONS),
             404: error("The caller has no avatar of that avatar_id."),
             409: error("The avatar is not ready."),
+            429: error(CAPACITY_FULL),
         },
         tags=["sessions"],
     )
@@ -121,20 +129,28 @@ class SessionStreamApi(APIView):
     class InputSerializer(serializers.Serializer):
         audio_file = serializers.FileField(required=False, help_text="WAV/MP3/M4A/OGG audio")
         interrupt = serializers.BooleanField(default=False)
+        wait = serializers.BooleanField(
+            default=False, help_text="At capacity, queue the utterance (202) instead of 429"
+        )
 
     class OutputSerializer(serializers.Serializer):
         request_id = serializers.CharField()
         session_id = serializers.CharField()
-        status = serializers.CharField()
+        status = serializers.CharField(help_text="streaming, or queued (202)")
         message = serializers.CharField()
+        queued = serializers.BooleanField(required=False, help_text="Only in a 202")
+        eta_seconds = serializers.IntegerField(
+            required=False, help_text="Only in a 202: about when a worker takes it"
+        )
 
     @extend_schema(
         request=InputSerializer,
         responses={
             200: OutputSerializer,
+            202: OutputSerializer,
             409: error("Another utterance is streaming (send interrupt=true to replace it)."),
             410: error("The session has ended or expired."),
-            429: error(QUOTA_MINUTES),
+            429: error(f"{QUOTA_MINUTES} Or: {CAPACITY_FULL}"),
         },
         tags=["sessions"],
     )
@@ -145,16 +161,28 @@ class SessionStreamApi(APIView):
             user=authenticated_user(request), session_id=session_id
         )
         audio = require_upload(request._request, request.FILES, "audio_file")
-        stream = services.session_stream_start(
-            session=session, audio=audio, interrupt=data.validated_data["interrupt"]
+        stream, admission = services.session_stream_admit(
+            session=session,
+            audio=audio,
+            interrupt=data.validated_data["interrupt"],
+            wait=data.validated_data["wait"],
         )
-        payload = {
+        payload: dict[str, object] = {
             "request_id": stream.request_id,
             "session_id": session.session_id,
             "status": "streaming",
             "message": "Stream started. WebView will receive chunks automatically.",
         }
-        return Response(self.OutputSerializer(payload).data)
+        if not admission.queued:
+            return Response(self.OutputSerializer(payload).data)
+        payload.update(
+            status="queued",
+            message=f"Queued: the platform is at capacity; it starts in about "
+            f"{admission.eta_seconds} s. WebView will receive chunks automatically.",
+            queued=True,
+            eta_seconds=admission.eta_seconds,
+        )
+        return Response(self.OutputSerializer(payload).data, status=202)
 
 
 class SessionListApi(ListApi):

@@ -8,6 +8,7 @@ from sessions_app.services.session import (
     session_end,
     session_interrupt,
     session_keepalive,
+    session_stream_admit,
     session_stream_start,
     sessions_expire,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "session_end",
     "session_interrupt",
     "session_keepalive",
+    "session_stream_admit",
     "session_stream_start",
     "sessions_expire",
     "stream_orphans_reap",

@@ -16,9 +16,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from avatars.selectors import avatar_get_usable_for_user
+from avatars.services.avatar import avatar_dir
 from musetalk_site.broker import message_send
 from musetalk_site.errors import ApplicationError
 from musetalk_site.ids import new_request_id
+from musetalk_site.placement import stream_queue
 from musetalk_site.quotas import (
     quota_limits_for_user,
     quota_minutes_check,
@@ -26,6 +28,12 @@ from musetalk_site.quotas import (
     quota_sessions_check,
 )
 from musetalk_site.uploads import audio_upload_check
+from sessions_app.admission import (
+    MAX_WAIT_SECONDS,
+    StreamAdmission,
+    session_admission_check,
+    stream_admission_check,
+)
 from sessions_app.hls import hls_idle_missing, hls_session_files_remove
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
@@ -52,11 +60,16 @@ def session_create(
     fps: int = 25,
     chunk_duration: float = 2.0,
     kind: str = StreamSession.Kind.SSE,
+    wait: bool = False,
+    wait_seconds: float = MAX_WAIT_SECONDS,
 ) -> StreamSession:
     """Open a streaming session on one of the owner's ready avatars. An avatar without its
     HLS idle parts (prepared before they were made at preparation) gets them from the worker.
-    ``kind`` only labels how the app means to play it: every session has every feed."""
+    ``kind`` only labels how the app means to play it: every session has every feed.
+    Beyond the workers' capacity: 429, or with ``wait`` after up to ``wait_seconds`` (at
+    most MAX_WAIT_SECONDS) of waiting for room."""
     avatar = avatar_get_usable_for_user(user=owner, avatar_id=avatar_id)
+    session_admission_check(fps=fps, wait_seconds=wait_seconds if wait else 0.0)
     with transaction.atomic():
         _sessions_quota_check(owner)
         session = StreamSession.objects.create(
@@ -135,10 +148,19 @@ def session_stream_start(
     *, session: StreamSession, audio: UploadedFile, interrupt: bool = False
 ) -> StreamRequest:
     """Store the utterance and queue its streaming; 409 while another one is active
-    unless ``interrupt``, which stops the active one first."""
+    unless ``interrupt``, which stops the active one first; 429 beyond capacity."""
+    return session_stream_admit(session=session, audio=audio, interrupt=interrupt)[0]
+
+
+def session_stream_admit(
+    *, session: StreamSession, audio: UploadedFile, interrupt: bool = False, wait: bool = False
+) -> tuple[StreamRequest, StreamAdmission]:
+    """:func:`session_stream_start`, where ``wait`` queues an utterance beyond capacity
+    instead of refusing it (a worker takes it when it has room); says how it was admitted."""
     info = audio_upload_check(upload=audio)
     _check_open(session)
     _minutes_quota_check(session.owner, info.duration_s)
+    admission = stream_admission_check(session=session, wait=wait)
     request = StreamRequest(session=session, request_id=new_request_id(session.avatar.avatar_id))
     suffix = Path(audio.name or "audio.wav").suffix.lower()[:8] or ".wav"
     name = f"uploads/stream/{session.owner_id}/{request.request_id}{suffix}"
@@ -153,7 +175,7 @@ def session_stream_start(
     except BaseException:
         media_file_delete(name=request.audio_file.name)
         raise
-    return request
+    return request, admission
 
 
 def _minutes_quota_check(owner: User, seconds: float) -> None:
@@ -170,14 +192,16 @@ def _queue_locked(session: StreamSession, request: StreamRequest, interrupt: boo
     _interrupt_requests(session)
     request.save()
     session_touch(session=session)
-    pk = request.pk
-    transaction.on_commit(lambda: _send_stream(pk))
+    pk, folder, fps = request.pk, str(avatar_dir(session.avatar)), session.fps
+    transaction.on_commit(lambda: _send_stream(pk, folder=folder, fps=fps))
 
 
-def _send_stream(request_pk: int) -> None:
+def _send_stream(request_pk: int, *, folder: str, fps: int) -> None:
     from sessions_app.tasks import session_stream
 
-    message_id = message_send(session_stream, request_pk)
+    # To the worker placement chooses (room, and the avatar warm), else the shared queue.
+    queue = stream_queue(folder=folder, fps=fps)
+    message_id = message_send(session_stream, request_pk, queue_name=queue)
     # Recorded for stream_lost_reap; a claim that came first leaves nothing to record.
     StreamRequest.objects.filter(
         pk=request_pk, status=StreamRequest.Status.QUEUED, message_id=""
