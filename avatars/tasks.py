@@ -1,5 +1,9 @@
 """Avatar and video actors. Preparation and generation use separate queues (and worker
-processes), so a long preparation never delays a video."""
+processes), so a long preparation never delays a video.
+
+The cache actors are declared on the shared ``generate`` queue, but their messages normally go
+to each generating worker's own queue (``avatars.services.cache``), so every cache hears them.
+"""
 
 from __future__ import annotations
 
@@ -25,11 +29,13 @@ def job_generate(job_pk: int) -> None:
 
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=10 * 60 * 1000)
 def avatar_cache_warm(avatar_dir: str, reply_key: str = "") -> None:
-    """Load a prepared avatar into this worker's cache (and say so at ``reply_key``)."""
+    """Load a prepared avatar into this worker's cache (and say so at ``reply_key``); sent
+    to every generating worker's own queue."""
     services.avatar_cache_warm_run(folder=avatar_dir, reply_key=reply_key)
 
 
 @dramatiq.actor(queue_name=GENERATE_QUEUE, max_retries=0, time_limit=60 * 1000)
 def avatar_cache_evict(avatar_dir: str) -> None:
-    """Drop a prepared avatar from this worker's cache."""
+    """Drop a prepared avatar from this worker's cache; sent to every generating worker's
+    own queue."""
     services.avatar_cache_evict_run(folder=avatar_dir)

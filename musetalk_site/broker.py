@@ -18,6 +18,11 @@ updates and it would find nothing to do.
 
 Our actors are never delayed or retried (``max_retries=0``), so a message keeps the redis id
 :func:`message_send` returns for as long as it lives.
+
+A message sent to another queue than its actor's (a worker's own queue, see
+:mod:`musetalk_site.placement`) is known by ``<queue>/<redis id>``: the id says where to look.
+A worker queue is consumed by one process only, so a message waiting in the queue of a worker
+whose heartbeat is gone will never run: it is lost too.
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 
-# KEYS[1]: the namespace; ARGV: queue name, redis message id, now (ms), heartbeat timeout (ms).
-# Returns 1 when pending; drops the message and returns 0 when lost.
+from musetalk_site.placement import is_worker_queue, live_worker_queues
+
+# KEYS[1]: the namespace; ARGV: queue name, redis message id, now (ms), heartbeat timeout (ms),
+# 1 when nobody consumes the queue any more. Returns 1 when pending; drops the message and
+# returns 0 when lost.
 _PENDING_OR_DROP = """
 local namespace, queue, message_id = KEYS[1], ARGV[1], ARGV[2]
 local fresh_since = tonumber(ARGV[3]) - tonumber(ARGV[4])
@@ -54,7 +62,9 @@ for i = 1, #beats, 2 do
         return 0
     end
 end
-if redis.call("lpos", queue_key, message_id) then
+if ARGV[5] == "1" then
+    redis.call("lrem", queue_key, 0, message_id)
+elseif redis.call("lpos", queue_key, message_id) then
     return 1
 end
 redis.call("hdel", messages, message_id)
@@ -69,27 +79,52 @@ class _Queued(Protocol):
 Row = TypeVar("Row", bound=_Queued)
 
 
-def message_send(actor: dramatiq.Actor[..., Any], *args: Any) -> str:
-    """Send ``actor(*args)``; returns the id :func:`message_pending` looks the message up by."""
-    message = actor.send(*args)
-    return str(message.options.get("redis_message_id", message.message_id))
+def message_send(actor: dramatiq.Actor[..., Any], *args: Any, queue_name: str | None = None) -> str:
+    """Send ``actor(*args)`` to its queue, or to ``queue_name``; returns the id
+    :func:`message_pending` looks the message up by."""
+    message = actor.message(*args)
+    if queue_name and queue_name != actor.queue_name:
+        message = message.copy(queue_name=queue_name)
+    sent = actor.broker.enqueue(message)
+    redis_id = str(sent.options.get("redis_message_id", sent.message_id))
+    if sent.queue_name == actor.queue_name:
+        return redis_id
+    return f"{sent.queue_name}/{redis_id}"
 
 
 def messages_lost(rows: Iterable[Row], *, queue_name: str) -> Iterator[Row]:
-    """The queued rows (each with a ``message_id``) whose message the broker lost."""
+    """The queued rows (each with a ``message_id``) whose message the broker lost;
+    ``queue_name`` is where a message whose id names no queue was sent."""
+    live: set[str] | None = None
     for row in rows:
-        if not message_pending(queue_name=queue_name, message_id=row.message_id):
+        queue, message_id = _split(row.message_id, queue_name)
+        if is_worker_queue(queue) and live is None:
+            live = live_worker_queues()
+        abandoned = live is not None and is_worker_queue(queue) and queue not in live
+        if not _pending(queue, message_id, abandoned=abandoned):
             yield row
 
 
 def message_pending(*, queue_name: str, message_id: str) -> bool:
-    """True while the message waits in ``queue_name`` or a live consumer holds it. A lost
-    message (see the module docstring) is dropped from the broker and answers False."""
+    """True while the message waits in its queue (``queue_name`` unless its id names one)
+    or a live consumer holds it. A lost message (see the module docstring) is dropped from
+    the broker and answers False."""
+    queue, redis_id = _split(message_id, queue_name)
+    abandoned = is_worker_queue(queue) and queue not in live_worker_queues()
+    return _pending(queue, redis_id, abandoned=abandoned)
+
+
+def _split(message_id: str, queue_name: str) -> tuple[str, str]:
+    queue, _, redis_id = message_id.rpartition("/")
+    return (queue or queue_name), redis_id
+
+
+def _pending(queue_name: str, message_id: str, *, abandoned: bool) -> bool:
     broker = dramatiq.get_broker()
     if not isinstance(broker, RedisBroker):
         return True  # only the Redis broker can be asked: never touch what we cannot see
     if not message_id:
         return False
     script = broker.client.register_script(_PENDING_OR_DROP)
-    args = [queue_name, message_id, current_millis(), broker.heartbeat_timeout]
+    args = [queue_name, message_id, current_millis(), broker.heartbeat_timeout, int(abandoned)]
     return bool(script(keys=[broker.namespace], args=args))

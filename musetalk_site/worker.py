@@ -24,13 +24,14 @@ from dramatiq.middleware import Middleware
 from musetalk_site.engine import (
     current_worker_id,
     engine_install,
-    installed_engine,
     engine_loading,
     engine_state,
+    installed_engine,
     requested_state,
 )
 from musetalk_site.heartbeat import WorkerBeat, beat_delete, beat_write
 from musetalk_site.maintenance import maintenance_run
+from musetalk_site.placement import generates, worker_queue
 from musetalk_site.redis_conn import redis_client
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ class EngineMiddleware(Middleware):
         """Start loading the models; actors wait for them through ``get_engine()``."""
         engine_loading({"loaded": False, "loading": True})
         threading.Thread(target=_load_engine, name="engine-load", daemon=True).start()
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        """A generating worker also consumes a queue of its own, where the web places
+        utterances on it and sends every worker its cache commands (musetalk_site.placement).
+        Before the boot: the worker starts a consumer for every queue declared by then, and
+        the heartbeat's boot hook lists the queue with the others."""
+        whitelist: set[str] | None = worker.consumer_whitelist or None
+        if not generates(whitelist):
+            return
+        queue = worker_queue(current_worker_id())
+        if whitelist is not None:
+            whitelist.add(queue)
+        broker.declare_queue(queue)
 
     def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         """Let the live streams in the engine finish (their messages only started them),

@@ -321,7 +321,7 @@ def _tree_size(folder: Path) -> int:
 
 def avatar_delete(*, avatar: Avatar) -> None:
     """Delete the avatar, its jobs, its files; workers drop it from their caches."""
-    from avatars.tasks import avatar_cache_evict
+    from avatars.services.cache import avatar_cache_folder_evict
 
     folder = avatar_dir(avatar)
     videos = [f.name for f in (avatar.source_video, avatar.idle_video) if f]
@@ -333,7 +333,7 @@ def avatar_delete(*, avatar: Avatar) -> None:
         transaction.on_commit(lambda: shutil.rmtree(folder, ignore_errors=True))
         for name in [*videos, *results, *audio]:
             transaction.on_commit(partial(_delete_media_file, name))
-        transaction.on_commit(lambda: avatar_cache_evict.send(key))
+        transaction.on_commit(lambda: avatar_cache_folder_evict(folder=key))  # every worker
         transaction.on_commit(lambda: avatar_deleted.send(sender=Avatar, avatar=avatar))
 
 

@@ -1,8 +1,16 @@
 """Avatars in the generation workers' caches: warm (optionally waiting until loaded), evict.
 
-A worker's cache is its own (the seed's "this worker's cache"): a warm or evict message goes
-to one generation worker. A warm request may ask to hear back: the worker pushes the outcome
-onto a Redis list named in the message, on which the web request blocks for a bounded time.
+Each generating worker process has a cache of its own (the seed's "this worker's cache"), so
+a warm or evict command goes to every live generating worker, through each one's own queue
+(:mod:`musetalk_site.placement`); when none is live it goes to the shared ``generate`` queue,
+where the first worker to come up takes it. A worker that starts later starts cold: it loads
+an avatar on first use.
+
+A warm request may ask to hear back: each worker pushes its outcome onto a Redis list named in
+the message, and the reply key says how many outcomes to expect. :func:`avatar_cache_warm_wait`
+blocks (for a bounded time) until every worker answered: "ready" when all loaded it,
+"failed" as soon as one could not; when some did not answer in time it returns None, as when
+none did (the API then answers 202, "queued").
 """
 
 from __future__ import annotations
@@ -16,8 +24,10 @@ from typing import Any, cast
 
 from avatars.models import Avatar
 from avatars.services.avatar import avatar_dir
+from musetalk_site.broker import message_send
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.errors import ApplicationError
+from musetalk_site.placement import cache_worker_queues
 from musetalk_site.redis_conn import redis_client
 
 logger = logging.getLogger(__name__)
@@ -49,14 +59,23 @@ def avatar_files_present(avatar: Avatar) -> bool:
 
 
 def avatar_cache_warm(*, avatar: Avatar) -> str:
-    """Ask a generation worker to load the avatar into its cache; returns the reply key
-    that :func:`avatar_cache_warm_wait` reads the outcome from."""
+    """Ask every live generation worker to load the avatar into its cache; returns the
+    reply key that :func:`avatar_cache_warm_wait` reads the outcomes from."""
     from avatars.tasks import avatar_cache_warm as warm
 
     _require_assets(avatar)
-    reply_key = WARM_REPLY_PREFIX + secrets.token_hex(8)
-    warm.send(str(avatar_dir(avatar)), reply_key)
+    queues: list[str | None] = list(cache_worker_queues()) or [None]
+    reply_key = f"{WARM_REPLY_PREFIX}{secrets.token_hex(8)}:{len(queues)}"
+    for queue in queues:
+        message_send(warm, str(avatar_dir(avatar)), reply_key, queue_name=queue)
     return reply_key
+
+
+def _expected_replies(reply_key: str) -> int:
+    try:
+        return max(1, int(reply_key.rsplit(":", 1)[1]))
+    except (IndexError, ValueError):
+        return 1
 
 
 def avatar_cache_warm_run(*, folder: str, reply_key: str = "") -> None:
@@ -74,26 +93,42 @@ def avatar_cache_warm_run(*, folder: str, reply_key: str = "") -> None:
 
 
 def avatar_cache_warm_wait(*, reply_key: str, timeout_seconds: float) -> dict[str, Any] | None:
-    """The outcome a worker pushed to ``reply_key`` (``{"status": "ready"|"failed", ...}``),
-    or None when none came within ``timeout_seconds``."""
+    """The workers' outcome at ``reply_key``: ``{"status": "ready"|"failed", "workers":
+    [...], ...}`` once all of them answered (or one failed), else None after
+    ``timeout_seconds``."""
     client = redis_client()
+    expected = _expected_replies(reply_key)
     deadline = time.monotonic() + max(0.0, timeout_seconds)
-    while True:
+    replies: list[dict[str, Any]] = []
+    while len(replies) < expected:
         left = deadline - time.monotonic()
         if left <= 0:
             return None
         # BLPOP takes whole seconds; 0 would block forever.
         item = client.blpop([reply_key], timeout=max(1, min(_BLOCK_SECONDS, int(left))))
-        if item is not None:
-            _, raw = cast("tuple[bytes, bytes]", item)
-            return cast("dict[str, Any]", json.loads(raw))
+        if item is None:
+            continue
+        _, raw = cast("tuple[bytes, bytes]", item)
+        replies.append(cast("dict[str, Any]", json.loads(raw)))
+        if replies[-1].get("status") != "ready":
+            return {**replies[-1], "workers": replies}
+    return {**replies[0], "status": "ready", "workers": replies}
 
 
 def avatar_cache_clear(*, avatar: Avatar) -> None:
-    """Ask a generation worker to drop the avatar from its cache; its files and row stay."""
+    """Ask every generation worker to drop the avatar from its cache; its files and row stay."""
+    avatar_cache_folder_evict(folder=str(avatar_dir(avatar)))
+
+
+def avatar_cache_folder_evict(*, folder: str) -> int:
+    """Ask every live generation worker to drop ``folder`` from its cache (also when the
+    avatar's row is gone); returns how many queues the command went to."""
     from avatars.tasks import avatar_cache_evict
 
-    avatar_cache_evict.send(str(avatar_dir(avatar)))
+    queues: list[str | None] = list(cache_worker_queues()) or [None]
+    for queue in queues:
+        message_send(avatar_cache_evict, folder, queue_name=queue)
+    return len(queues)
 
 
 def avatar_cache_evict_run(*, folder: str) -> bool:
