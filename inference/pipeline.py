@@ -98,6 +98,7 @@ class Engine:
         decode_batch_size: int | None = None,
         max_batch: int = 0,
         device_blend: bool | None = None,
+        degrade: bool = True,
     ) -> None:
         self.models = models
         cuda = models.device.type == "cuda"
@@ -136,6 +137,7 @@ class Engine:
             delivery_workers=delivery_workers or max(2, cores),
             # on a CPU the tensor paste-back is slower than OpenCV's (bench/results/blend-cpu.md)
             device_blend=cuda if device_blend is None else device_blend,
+            degrade=degrade,
         )
 
     @classmethod
@@ -147,6 +149,7 @@ class Engine:
         cache_ttl_seconds: float = 1800.0,
         budget_bytes: int = 0,
         max_batch: int = 0,
+        degrade: bool = True,
     ) -> Engine:
         """Load the models for ``config.profile`` and the face backend, once."""
         models = load_models(config)
@@ -162,6 +165,7 @@ class Engine:
             cache_ttl_seconds=cache_ttl_seconds,
             budget_bytes=budget_bytes,
             max_batch=max_batch,
+            degrade=degrade,
         )
 
     def close(self) -> None:

@@ -196,6 +196,7 @@ class Scheduler:
         blend_workers: int,
         delivery_workers: int,
         device_blend: bool = False,
+        degrade: bool = True,
     ) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
@@ -206,6 +207,7 @@ class Scheduler:
         self._blend_fn = blend
         # Paste-back and colour conversion on the device (CUDA): the CPU only encodes.
         self.device_blend = device_blend
+        self.degrade = degrade  # repeat frames of live streams behind their clock
         # With compiled models or CUDA graphs, batches are padded to these warmed sizes.
         self.padded_sizes: list[int] = []
         self._blenders: dict[int, tuple[PreparedAvatar, DeviceBlender]] = {}
@@ -449,7 +451,7 @@ class Scheduler:
         heap: list[tuple[float, int, Stream]] = []
         for stream in self._streams.values():
             if stream.wants_frames():
-                if stream.kind == LIVE:
+                if stream.kind == LIVE and self.degrade:
                     self._adjust_stride(stream, now)
                 heap.append((self._priority(stream, now), stream.ident, stream))
         heapq.heapify(heap)
@@ -737,9 +739,11 @@ class Scheduler:
         sizes = sorted({min(max(1, b), self.max_batch) for b in (batch_sizes or [1])})
         sizes = sizes or [1]
         measured: dict[int, float] = {}
+        noise = torch.Generator().manual_seed(0)
         for size in sizes:
-            latents = torch.zeros((size, 8, 32, 32), dtype=self.models.dtype)
-            audio = torch.zeros((size, 50, 384), dtype=self.models.dtype)
+            # random, not zeros: all-zero inputs run some CPU kernels on denormals, twice slower
+            latents = torch.randn((size, 8, 32, 32), generator=noise).to(self.models.dtype)
+            audio = torch.randn((size, 50, 384), generator=noise).to(self.models.dtype)
             for attempt in range(2):  # the first run of a shape pays one-off costs
                 t0 = time.perf_counter()
                 self._decode(predict_latents(self.models, latents, audio))

@@ -47,6 +47,7 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         cache_ttl_seconds=settings.MUSETALK_CACHE_TTL_SECONDS,
         budget_bytes=settings.MUSETALK_MEMORY_BUDGET_MB * 1024 * 1024,
         max_batch=settings.MUSETALK_MAX_BATCH,
+        degrade=settings.LIVE_DEGRADE,
     )
     accel = parse_options(settings.MUSETALK_ACCEL)
     if accel != AccelOptions():

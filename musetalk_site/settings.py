@@ -196,6 +196,8 @@ TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 # sessions may reserve LIVE_CAPACITY_TARGET of the measured frames/s (the rest is headroom).
 LIVE_ADMISSION = env_bool("LIVE_ADMISSION", True)
 LIVE_CAPACITY_TARGET = env_float("LIVE_CAPACITY_TARGET", 0.9, minimum=0.05)
+# A live stream behind its playback clock repeats frames (audio whole) until it catches up
+LIVE_DEGRADE = env_bool("LIVE_DEGRADE", True)
 
 # Retention (avatars/services/retention.py, run by worker maintenance); 0: kept for good.
 RESULT_RETENTION_DAYS = env_int("RESULT_RETENTION_DAYS", 30, minimum=0)  # finished jobs, files
