@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The engine benchmark on a CUDA machine: random-full profile (RANDOM weights, real cost), fp16,
-# batches 1..64, then concurrent streams (bench/streams.py). Writes bench/results/engine-cuda.*
-# and streams-random-full-cuda.*. About 5-8 minutes.
+# batches 1..64, the model speed-ups (bench/models.py), then concurrent streams
+# (bench/streams.py). Writes bench/results/engine-cuda.*, models-cuda.* and
+# streams-random-full-cuda.*. About 6-9 minutes.
 #
 # Usage: bench/gpu.sh [more bench.engine options, e.g. --device cuda:1]
 #
@@ -32,7 +33,16 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-timeout 290 "$python" -m bench.engine --device cuda --batches 1,4,8,16,32,64 \
+# Worst case 150 + 120 + 240 s: one device call (600 s at most) with room to spare.
+timeout 150 "$python" -m bench.engine --device cuda --batches 1,8,32,64 \
   --note "bench/gpu.sh on $(hostname); fp16; untimed warm-up batch before each batch size." "$@"
-exec timeout 300 "$python" -m bench.streams --device cuda --streams 1,2,4,8,16 --budget-seconds 240 \
+# Model speed-ups (inference/accel.py): eager options first, compile last; the results are
+# rewritten after each option, so a timeout keeps what finished. A failure here does not stop
+# the streams step.
+timeout 120 "$python" -m bench.models --device cuda --budget-seconds 80 \
+  --note "bench/gpu.sh on $(hostname); fp16" || echo "bench/gpu.sh: bench.models exit $?" >&2
+# Concurrent live streams, the scheduler against one batch loop per stream (interleaved per K):
+# 4 s utterances, K up to 24; no new K starts after 180 s, results rewritten after each round.
+exec timeout 240 "$python" -m bench.streams --device cuda --streams 1,2,4,8,16,24 --seconds 4 \
+  --batch-size 8 --single-batches 8,16,48 --budget-seconds 180 \
   --note "bench/gpu.sh on $(hostname); fp16" "$@"

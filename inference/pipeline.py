@@ -267,6 +267,7 @@ class Engine:
         kind: str = LIVE,
         cancelled: Cancelled | None = None,
         label: str = "",
+        wait_for_room: bool = False,
     ) -> Stream:
         """Open a stream of T = floor(seconds * fps) frames in the scheduler (spec §5.4) and
         return at once; ``sink(avatar, samples, T)`` builds where its frames go.
@@ -300,6 +301,7 @@ class Engine:
             batch_cap=config.batch_size,
             cancelled=cancelled,
             label=label,
+            wait_for_room=wait_for_room,
         )
 
     def generate(
@@ -389,11 +391,13 @@ class Engine:
         name: str = CHUNK_NAME,
         audio_track: str | None = None,
         label: str = "",
+        wait_for_room: bool = False,
     ) -> Stream:
         """A live stream whose frames become ``config.chunk_seconds`` chunks, each handed to
         ``on_chunk`` (on a delivery thread) the moment it is written; returns at once.
 
-        ``on_chunk`` returning False stops the stream. With ``audio_track`` (a file name)
+        ``on_chunk`` returning False stops the stream; ``wait_for_room``: it starts only once
+        its fps fits beside the running live streams. With ``audio_track`` (a file name)
         the utterance's whole audio is also written to ``out_dir`` as one continuous AAC
         track before the first chunk (see :func:`inference.media.write_audio_track`).
         """
@@ -423,6 +427,7 @@ class Engine:
             kind=LIVE,
             cancelled=cancelled,
             label=label,
+            wait_for_room=wait_for_room,
         )
 
     def generate_chunks(

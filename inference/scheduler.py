@@ -136,6 +136,7 @@ class Stream:
         self.ended = False
         self.cancel_checked = 0.0
         self.end_reason: tuple[BaseException | None, bool] = (None, False)
+        self.wait_for_room = False
         self.pending = False  # a live stream waiting for room (see Scheduler._admit)
 
     # -- for callers -----------------------------------------------------------------------
@@ -298,13 +299,16 @@ class Scheduler:
         batch_cap: int = 0,
         cancelled: Callable[[], bool] | None = None,
         label: str = "",
+        wait_for_room: bool = False,
     ) -> Stream:
         """Start a stream of ``total`` frames; ``features(samples)`` is computed on the audio
         thread, then its frames join the batches. Returns at once.
 
         ``window``: frames made but not yet taken by the sink, at most; ``lead_s``: how long
         after its start its frame 0 is due; ``batch_cap``: its frames in one batch, at most
-        (0: up to ``max_batch``)."""
+        (0: up to ``max_batch``); ``wait_for_room``: a live stream that starts only once its
+        fps fits beside the running live streams (one queued beyond capacity); others start
+        at once (the web side admitted them)."""
         if kind not in (LIVE, JOB):
             raise ValueError(f"kind must be {LIVE!r} or {JOB!r}, got {kind!r}")
         stream = Stream(
@@ -322,6 +326,7 @@ class Scheduler:
             label=label or f"stream-{kind}",
         )
         stream._end_hook = self._end
+        stream.wait_for_room = wait_for_room and kind == LIVE
         with self._cond:
             if self._closed:
                 raise InferenceError("the engine is shutting down", permanent=False)
@@ -348,7 +353,7 @@ class Scheduler:
         with self._cond:
             stream.features = features.chunks
             stream.started_at = stream.last_served = time.monotonic()
-            stream.pending = stream.kind == LIVE and not self._has_room(stream)
+            stream.pending = stream.wait_for_room and not self._has_room(stream)
             if stream.pending:
                 logger.info("%s: waiting for room (live demand at capacity)", stream.label)
             self._cond.notify_all()
@@ -399,9 +404,7 @@ class Scheduler:
 
     def _has_room(self, stream: Stream) -> bool:
         """Whether ``stream``'s fps fits next to the live streams running now (caller holds
-        the condition). Unknown capacity, or no other live stream, always fits: the web
-        side's admission is the real gate; this one keeps running streams whole when more
-        arrive than the worker can carry (several web processes, a slower device)."""
+        the condition). Unknown capacity, or no other live stream, always fits."""
         running = [
             s
             for s in self._streams.values()
@@ -794,7 +797,7 @@ class Scheduler:
             "cpu_ms_per_frame": costs,
             "max_batch": self.max_batch,
             "active_streams": len(live),
-            "pending_streams": sum(1 for s in live if s.pending or s.features is None),
+            "pending_streams": sum(1 for s in live if s.pending),
             "active_jobs": len(streams) - len(live),
             "live_frames_per_s": float(sum(s.fps for s in live if not s.pending)),
             "stream_seconds_left": round(sum(s.seconds_left for s in live), 2),

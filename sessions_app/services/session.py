@@ -167,7 +167,7 @@ def session_stream_admit(
     request.audio_file.save(name, audio, save=False)
     try:
         with transaction.atomic():
-            _queue_locked(session, request, interrupt)
+            _queue_locked(session, request, interrupt, wait_for_room=admission.queued)
     except IntegrityError:
         # Another upload to the same session won the race for "the" active stream.
         media_file_delete(name=request.audio_file.name)
@@ -184,7 +184,9 @@ def _minutes_quota_check(owner: User, seconds: float) -> None:
     quota_minutes_check(user=owner, limits=limits, needed_seconds=seconds)
 
 
-def _queue_locked(session: StreamSession, request: StreamRequest, interrupt: bool) -> None:
+def _queue_locked(
+    session: StreamSession, request: StreamRequest, interrupt: bool, *, wait_for_room: bool
+) -> None:
     StreamSession.objects.select_for_update().filter(pk=session.pk).first()
     active = session.requests.filter(status__in=StreamRequest.ACTIVE_STATUSES).first()
     if active is not None and not interrupt:
@@ -193,15 +195,19 @@ def _queue_locked(session: StreamSession, request: StreamRequest, interrupt: boo
     request.save()
     session_touch(session=session)
     pk, folder, fps = request.pk, str(avatar_dir(session.avatar)), session.fps
-    transaction.on_commit(lambda: _send_stream(pk, folder=folder, fps=fps))
+    transaction.on_commit(
+        lambda: _send_stream(pk, folder=folder, fps=fps, wait_for_room=wait_for_room)
+    )
 
 
-def _send_stream(request_pk: int, *, folder: str, fps: int) -> None:
+def _send_stream(request_pk: int, *, folder: str, fps: int, wait_for_room: bool) -> None:
+    """Send the utterance to the worker placement chooses (room, the avatar warm), else
+    to the shared queue; one queued beyond capacity waits in that worker for room."""
     from sessions_app.tasks import session_stream
 
-    # To the worker placement chooses (room, and the avatar warm), else the shared queue.
     queue = stream_queue(folder=folder, fps=fps)
-    message_id = message_send(session_stream, request_pk, queue_name=queue)
+    args = (request_pk, True) if wait_for_room else (request_pk,)
+    message_id = message_send(session_stream, *args, queue_name=queue)
     # Recorded for stream_lost_reap; a claim that came first leaves nothing to record.
     StreamRequest.objects.filter(
         pk=request_pk, status=StreamRequest.Status.QUEUED, message_id=""

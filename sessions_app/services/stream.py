@@ -64,7 +64,7 @@ def _publish(request: StreamRequest, payload: dict[str, Any]) -> bool:
     return event_publish(session_id, payload, unless_stopped=request.request_id) is not None
 
 
-def stream_request_run(*, request_pk: int) -> None:
+def stream_request_run(*, request_pk: int, wait_for_room: bool = False) -> None:
     """Start one claimed utterance in this worker's engine (idempotent) and return: the
     utterance is a stream in the engine's scheduler, not a thread; its chunks are recorded
     and announced from the scheduler's delivery threads, and it finishes there too."""
@@ -103,6 +103,7 @@ def stream_request_run(*, request_pk: int) -> None:
                 cancelled=_stop_checker(request),
                 audio_track=AUDIO_TRACK,
                 label=f"stream {request.request_id}",
+                wait_for_room=wait_for_room,
             )
     except BaseException:
         _cleanup(request)

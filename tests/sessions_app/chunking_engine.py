@@ -43,6 +43,7 @@ class ChunkingEngine:
         self.total, self.seconds, self.frames, self.on_chunk = total, seconds, frames, on_chunk
         self.config: Any = None
         self.audio_track: str | None = None
+        self.wait_for_room = False
 
     def stream_chunks(
         self,
@@ -55,8 +56,10 @@ class ChunkingEngine:
         cancelled: Callable[[], bool],
         audio_track: str | None = None,
         label: str = "",
+        wait_for_room: bool = False,
     ) -> ChunkStream:
         self.config, self.audio_track = config, audio_track
+        self.wait_for_room = wait_for_room
         out_dir.mkdir(parents=True, exist_ok=True)
         stream = ChunkStream()
         threading.Thread(

@@ -63,6 +63,13 @@ def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server
     assert StreamChunk.objects.filter(request=request).count() == 3
 
 
+def test_an_utterance_queued_beyond_capacity_waits_for_room_in_the_engine(engine, redis_server):
+    request = _queued()
+    services.stream_request_run(request_pk=request.pk, wait_for_room=True)
+    settled(request)
+    assert engine.wait_for_room is True and request.status == StreamRequest.Status.COMPLETED
+
+
 def test_it_runs_a_request_once(engine, redis_server):
     request = _queued()
     services.stream_request_run(request_pk=request.pk)
