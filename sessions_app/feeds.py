@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -11,7 +10,7 @@ from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 
 from musetalk_site.errors import ApplicationError
-from musetalk_site.sse import KEEPALIVE_SECONDS
+from musetalk_site.sse import KEEPALIVE_SECONDS, ChannelReceiver
 from sessions_app import selectors
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
@@ -100,6 +99,7 @@ async def session_event_stream(
     group = session_group(session.session_id)
     await layer.group_add(group, channel)
     cursor = EventCursor(session.session_id, last_id or 0)
+    receiver = ChannelReceiver(layer, channel)
     try:
         # Subscribed before the backlog is read: an event published in between is both
         # stored and queued for us, and the cursor drops the second copy.
@@ -111,12 +111,13 @@ async def session_event_stream(
                 yield event
                 if is_terminal(event):
                     return
-            try:
-                message = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
+            message = await receiver.receive(KEEPALIVE_SECONDS)
+            if message is not None:
                 events = await cursor.live(message)
-            except asyncio.TimeoutError:
+            else:
                 events = await cursor.replay()  # picks up a broadcast the layer lost
                 if not events:
                     yield None
     finally:
+        receiver.close()
         await layer.group_discard(group, channel)

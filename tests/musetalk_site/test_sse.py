@@ -75,3 +75,46 @@ async def test_closing_the_response_of_a_client_that_hung_up_runs_the_frames_cle
     assert cleaned == []  # that alone leaves the frames suspended
     await sync_to_async(response.close)()
     assert cleaned == ["done"]
+
+
+@pytest.mark.asyncio
+async def test_a_receive_that_times_out_is_kept_and_delivers_the_next_message(redis_server):
+    """Keep-alive timeouts never cancel the layer's receive (on Python 3.11 a cancelled one
+    can hang the feed until its next event): the next call waits on the same receive."""
+    from channels.layers import get_channel_layer
+
+    from musetalk_site.sse import ChannelReceiver
+
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    receiver = ChannelReceiver(layer, channel)
+    try:
+        assert await receiver.receive(0.2) is None
+        first = receiver._pending
+        assert first is not None and not first.done()  # still waiting, not cancelled
+        await layer.send(channel, {"type": "event", "payload": {"n": 1}})
+        message = await receiver.receive(5)
+        assert message == {"type": "event", "payload": {"n": 1}}
+        assert first.done() and receiver._pending is None
+    finally:
+        receiver.close()
+
+
+@pytest.mark.asyncio
+async def test_fifty_idle_followers_all_get_their_keep_alive_turn(redis_server):
+    from channels.layers import get_channel_layer
+
+    from musetalk_site.sse import ChannelReceiver
+
+    layer = get_channel_layer()
+    receivers = [ChannelReceiver(layer, await layer.new_channel()) for _ in range(50)]
+    try:
+        for _ in range(3):
+            # every follower times out each round (nothing is sent); none hangs on
+            results = await asyncio.wait_for(
+                asyncio.gather(*(r.receive(0.3) for r in receivers)), timeout=30
+            )
+            assert results == [None] * 50
+    finally:
+        for receiver in receivers:
+            receiver.close()
