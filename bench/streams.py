@@ -38,7 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ from inference.audio import SAMPLE_RATE, frame_count, load_audio
 from inference.avatar_store import PreparedAvatar
 from inference.config import PROFILE_RANDOM_FULL, PROFILES, EngineConfig, GenerateConfig
 from inference.models import predict_latents
-from inference.pipeline import Engine
+from inference.pipeline import Engine, chunk_sink
 from inference.sinks import Chunk, ChunkSink, Frame, audio_bounds
 from inference.vae import decode_latents
 
@@ -184,18 +184,8 @@ def _chunk_sink(
     t0: float,
 ) -> tuple[ChunkSink, int]:
     total = frame_count(len(samples), config.fps)
-    height, width = avatar.frames[0].shape[:2]
-    sink = ChunkSink(
-        out_dir,
-        fps=config.fps,
-        size=(width, height),
-        samples=samples,
-        total=total,
-        per_chunk=max(1, round(config.chunk_seconds * config.fps)),
-        on_chunk=run.on_chunk(t0),
-        crf=config.crf,
-    )
-    return sink, total
+    sink = chunk_sink(out_dir, config, run.on_chunk(t0))(avatar, samples, total)
+    return cast(ChunkSink, sink), total
 
 
 def _baseline_stream(

@@ -404,26 +404,11 @@ class Engine:
         if config.chunk_seconds <= 0:
             raise ValueError(f"chunk_seconds must be > 0, got {config.chunk_seconds}")
 
-        def chunk_sink(avatar: PreparedAvatar, samples: np.ndarray, total: int) -> Sink:
-            height, width = avatar.frames[0].shape[:2]
-            return ChunkSink(
-                out_dir,
-                fps=config.fps,
-                size=(width, height),
-                samples=samples,
-                total=total,
-                per_chunk=max(1, round(config.chunk_seconds * config.fps)),
-                on_chunk=on_chunk,
-                crf=config.crf,
-                name=name,
-                audio_track=audio_track,
-            )
-
         return self.open_stream(
             avatar_dir,
             audio,
             config=config,
-            sink=chunk_sink,
+            sink=chunk_sink(out_dir, config, on_chunk, name=name, audio_track=audio_track),
             kind=LIVE,
             cancelled=cancelled,
             label=label,
@@ -504,6 +489,38 @@ class Engine:
         return blend_face(
             avatar.frames[j], face, avatar.face_boxes[j], avatar.masks[j], avatar.mask_boxes[j]
         )
+
+
+SinkFactory = Callable[[PreparedAvatar, np.ndarray, int], Sink]
+
+
+def chunk_sink(
+    out_dir: str | Path,
+    config: GenerateConfig,
+    on_chunk: Callable[[Chunk], bool],
+    *,
+    name: str = CHUNK_NAME,
+    audio_track: str | None = None,
+) -> SinkFactory:
+    """What builds a live stream's :class:`ChunkSink` once its avatar and length are known:
+    ``config.chunk_seconds`` chunks of the avatar's frame size, each to ``on_chunk``."""
+
+    def build(avatar: PreparedAvatar, samples: np.ndarray, total: int) -> Sink:
+        height, width = avatar.frames[0].shape[:2]
+        return ChunkSink(
+            out_dir,
+            fps=config.fps,
+            size=(width, height),
+            samples=samples,
+            total=total,
+            per_chunk=max(1, round(config.chunk_seconds * config.fps)),
+            on_chunk=on_chunk,
+            crf=config.crf,
+            name=name,
+            audio_track=audio_track,
+        )
+
+    return build
 
 
 def _manifest_version(avatar_dir: Path) -> tuple[int, int]:
