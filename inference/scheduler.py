@@ -779,6 +779,17 @@ class Scheduler:
             return min(limits)
         return 1.0 / (1.0 / model + (blend + delivery) / self._cores)
 
+    def _device_id(self) -> str:
+        """Which physical device this is (a GPU's UUID; "cpu"): worker processes that
+        share one share its frames/s."""
+        device = self.models.device
+        if device.type != "cuda":
+            return device.type
+        try:
+            return str(torch.cuda.get_device_properties(device).uuid)
+        except (AttributeError, RuntimeError):  # no UUID in this build: the index
+            return f"cuda:{device.index or 0}"
+
     def capacity(self) -> dict[str, Any]:
         """This scheduler's measured throughput and load (published with the heartbeat)."""
         with self._cond:
@@ -791,6 +802,7 @@ class Scheduler:
         return {
             "measured": bool(rates),
             "device": str(self.models.device),
+            "device_id": self._device_id(),
             "frames_per_s": round(sustained, 2),
             "model_frames_per_s": round(max(rates.values(), default=0.0), 2),
             "frames_per_s_by_batch": {str(size): round(v, 2) for size, v in rates.items()},

@@ -8,8 +8,9 @@ report of ``GET /capacity`` and into admission decisions; the caller reads the d
 The rules, written down once:
 
 - Sessions are not pinned to a worker: any worker that serves the ``stream`` queue may take any
-  utterance. So admission uses the *total*: the frames/s of every measured worker, times
-  ``LIVE_CAPACITY_TARGET`` (headroom, so admitted streams stay real-time).
+  utterance. So admission uses the *total*: the frames/s of every measured device (worker
+  processes sharing a GPU count once), times ``LIVE_CAPACITY_TARGET`` (headroom, so admitted
+  streams stay real-time).
 - An open session reserves its fps even while silent: it may speak at any moment. The total's
   ``available_sessions`` is ``floor((frames_per_s * target - reserved_frames_per_s) / fps)``,
   never negative, where ``reserved_frames_per_s`` sums the fps of every open session.
@@ -46,6 +47,8 @@ class WorkerCapacity:
 
     worker_id: str
     device: str = ""
+    # the physical device: processes on one host that share it share its frames/s
+    device_key: str = ""
     measured: bool = False
     frames_per_s: float = 0.0
     frames_per_s_by_batch: dict[str, float] = field(default_factory=dict)
@@ -72,6 +75,7 @@ def worker_capacity(worker: Mapping[str, Any]) -> WorkerCapacity:
     return WorkerCapacity(
         worker_id=str(worker.get("worker_id", "")),
         device=str(published.get("device") or engine.get("device") or ""),
+        device_key=f"{worker.get('hostname', '')}/{published.get('device_id') or ''}",
         measured=measured,
         frames_per_s=_number(published, "frames_per_s") if measured else 0.0,
         frames_per_s_by_batch={
@@ -110,8 +114,19 @@ def available_sessions(
 
 
 def total_frames_per_s(capacities: Iterable[WorkerCapacity]) -> float:
-    """The measured frames/s of all the workers together (unmeasured ones add nothing)."""
-    return sum(item.frames_per_s for item in capacities if item.measured)
+    """The measured frames/s of all the workers together (unmeasured ones add nothing).
+
+    Worker processes that share one device (one GPU, or one host's CPU) each measured the
+    whole device: they count once, at the best of their figures. A worker that does not
+    say which device it runs on counts on its own.
+    """
+    best: dict[str, float] = {}
+    for item in capacities:
+        if not item.measured:
+            continue
+        key = item.device_key if not item.device_key.endswith("/") else item.worker_id
+        best[key] = max(best.get(key, 0.0), item.frames_per_s)
+    return sum(best.values())
 
 
 def is_measured(capacities: Iterable[WorkerCapacity]) -> bool:

@@ -190,3 +190,24 @@ def test_an_application_error_carries_its_headers_to_plain_views():
     refused = ApplicationError("full", {"x": 1}, status=429, headers={"Retry-After": "7"})
     response = error_response(refused)
     assert response.status_code == 429 and response["Retry-After"] == "7"
+
+
+def test_worker_processes_sharing_a_device_count_it_once() -> None:
+    from musetalk_site.capacity import total_frames_per_s, worker_capacity
+
+    def worker(worker_id: str, host: str, device_id: str, fps: float) -> dict:
+        capacity = {"measured": True, "frames_per_s": fps, "device_id": device_id}
+        return {"worker_id": worker_id, "hostname": host, "engine": {"capacity": capacity}}
+
+    workers = [
+        worker("a-1", "gpu-a", "GPU-1111", 500.0),  # two processes on one GPU
+        worker("a-2", "gpu-a", "GPU-1111", 480.0),
+        worker("a-3", "gpu-a", "GPU-2222", 450.0),  # the host's second GPU
+        worker("b-1", "gpu-b", "GPU-1111", 400.0),  # another host (its own GPU)
+    ]
+    assert total_frames_per_s([worker_capacity(w) for w in workers]) == 500 + 450 + 400
+    anonymous = [
+        {"worker_id": f"x-{n}", "engine": {"capacity": {"measured": True, "frames_per_s": 10}}}
+        for n in range(2)
+    ]
+    assert total_frames_per_s([worker_capacity(w) for w in anonymous]) == 20
