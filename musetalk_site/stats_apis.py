@@ -86,6 +86,9 @@ class WorkerCapacitySerializer(serializers.Serializer):
 
     worker_id = serializers.CharField()
     device = serializers.CharField()
+    device_key = serializers.CharField(
+        help_text="Host and physical device: workers sharing one count it once in the total."
+    )
     measured = serializers.BooleanField(help_text="False until the worker's first calibration.")
     frames_per_s = serializers.FloatField(help_text="Sustained frames/s at its best batch size.")
     frames_per_s_by_batch = serializers.DictField(child=serializers.FloatField())

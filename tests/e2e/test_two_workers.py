@@ -130,6 +130,18 @@ def test_two_workers_share_the_cache_commands_and_a_dead_one_ends_its_stream(
     video = make_face_video(tmp_path / "face.mp4", seconds=0.6, fps=25, size=(256, 320))
     client = ready_avatar_user(stack.base_url, video, "two-workers")
 
+    # 0. Both engines measured their frames/s at boot and publish it; sharing this host's CPU,
+    # they count once in the total.
+    capacity = client.get("/capacity?fps=25").json()
+    measured = {w["worker_id"]: w for w in capacity["workers"] if w["measured"]}
+    assert set(workers) <= set(measured), capacity
+    assert all(measured[w]["frames_per_s"] > 0 for w in workers)
+    assert capacity["total"]["measured"] is True
+    assert len({measured[w]["device_key"] for w in workers}) == 1
+    assert capacity["total"]["frames_per_s"] == pytest.approx(
+        max(measured[w]["frames_per_s"] for w in workers), abs=0.02
+    )
+
     # 1. A warm reaches both engines (each heartbeat lists the avatar); an evict empties both.
     warmed = client.post("/avatars/host/cache/warm?wait=true&timeout_seconds=60")
     assert warmed.status_code == 200, warmed.text
