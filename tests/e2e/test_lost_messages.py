@@ -50,10 +50,12 @@ def _workers_frozen(stack: Stack) -> Iterator[None]:
 
 
 def _lose(queue_name: str, message_id: str) -> None:
-    """What Redis losing a waiting message leaves: its id and its data are gone."""
+    """What Redis losing a waiting message leaves: its id and its data are gone. An id
+    ``<queue>/<id>`` names the queue it went to (an utterance placed on a worker's own)."""
     broker = dramatiq.get_broker()
     assert isinstance(broker, RedisBroker)
-    queue = f"{broker.namespace}:{queue_name}"
+    named, _, message_id = message_id.rpartition("/")
+    queue = f"{broker.namespace}:{named or queue_name}"
     assert broker.client.lrem(queue, 0, message_id) == 1
     assert broker.client.hdel(queue + ".msgs", message_id) == 1
 

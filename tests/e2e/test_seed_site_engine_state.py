@@ -46,9 +46,14 @@ def test_the_published_engine_state_follows_the_work(live_stack: Stack, tmp_path
     job = _generate(owner, tmp_path / "speech.wav")
     assert job.get("state", job["status"]) in {"succeeded", "completed"}, job
 
-    # The generating worker loaded the avatar: its next heartbeats say so.
+    # The generating worker loaded the avatar: its next heartbeats say so; a warm is then
+    # served from its cache (a hit).
     holders = wait_for(lambda: _cached_on(owner), timeout=60)
-    assert holders[0]["size"] > 0 and holders[0]["hits"] >= 1
+    assert holders[0]["size"] > 0
+    assert owner.post("/avatars/host/cache/warm?wait=true").status_code == 200
+    holders = wait_for(
+        lambda: (found := _cached_on(owner)) and found[0]["hits"] >= 1 and found, timeout=60
+    )
 
     status, health = live_stack.health()
     assert status == 200, health

@@ -327,6 +327,7 @@ def _plan(engine: Engine, streams: list[Stream], now: float) -> list[tuple[int, 
 
     scheduler: Any = Scheduler.__new__(Scheduler)
     scheduler.max_batch = 8
+    scheduler.degrade = True
     scheduler._streams = {s.ident: s for s in streams}
     plan, _ = Scheduler._plan(scheduler, now)
     return [(stream.ident, index) for stream, index in plan]
