@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
@@ -182,7 +182,9 @@ class _Progress:
 
 def _stop_checker(request: StreamRequest) -> Callable[[], bool]:
     """The engine's ``cancelled`` hook: True once the utterance was interrupted or the
-    session ended or expired (polled at most every STOP_POLL_SECONDS)."""
+    session ended or expired (polled at most every STOP_POLL_SECONDS, on the engine's watcher
+    thread). A database that cannot be reached for a moment stops nothing: the connection is
+    dropped and the next poll asks again."""
     last = [0.0]
 
     def cancelled() -> bool:
@@ -190,11 +192,16 @@ def _stop_checker(request: StreamRequest) -> Callable[[], bool]:
         if now - last[0] < STOP_POLL_SECONDS:
             return False
         last[0] = now
-        return not StreamRequest.objects.filter(
-            pk=request.pk,
-            status=StreamRequest.Status.STREAMING,
-            session__status=StreamSession.Status.ACTIVE,
-        ).exists()
+        try:
+            return not StreamRequest.objects.filter(
+                pk=request.pk,
+                status=StreamRequest.Status.STREAMING,
+                session__status=StreamSession.Status.ACTIVE,
+            ).exists()
+        except DatabaseError:
+            logger.warning("stream %s: could not ask whether it was stopped", request.request_id)
+            close_old_connections()
+            return False
 
     return cancelled
 
