@@ -15,6 +15,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
+from django.db import connections
+
 from inference.errors import StreamCancelled
 from inference.sinks import Chunk, StreamResult
 from sessions_app.models import StreamRequest
@@ -68,6 +70,18 @@ class ChunkingEngine:
         return stream
 
     def _run(
+        self,
+        stream: ChunkStream,
+        out_dir: Path,
+        on_chunk: Callable[[Chunk], bool],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        try:
+            self._chunks(stream, out_dir, on_chunk, cancelled)
+        finally:
+            connections.close_all()  # this thread's own (the stop checks' queries)
+
+    def _chunks(
         self,
         stream: ChunkStream,
         out_dir: Path,
