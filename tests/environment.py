@@ -30,6 +30,9 @@ os.environ.update(
         # Live admission is off except in its own tests (which switch it on): a test stack's
         # capacity, measured on a busy CPU, would otherwise refuse other tests' sessions.
         "LIVE_ADMISSION": "0",
+        # Frame repetition is off too (its own tests switch it on): a stream that repeats
+        # frames on a busy CPU finishes sooner, which races tests that stop it midway.
+        "LIVE_DEGRADE": "0",
     }
 )
 for name in ("SECRET_KEY", "SECRET_KEY_FILE", "MUSETALK_DEMO_MODE"):

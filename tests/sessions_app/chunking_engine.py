@@ -41,8 +41,10 @@ class ChunkingEngine:
         seconds: float = 1.0,
         frames: int = 25,
         on_chunk: Callable[[int], None] | None = None,
+        repeated: list[int] | None = None,
     ) -> None:
         self.total, self.seconds, self.frames, self.on_chunk = total, seconds, frames, on_chunk
+        self.repeated = repeated or [0] * total  # repeated frames per chunk (degraded)
         self.config: Any = None
         self.audio_track: str | None = None
         self.wait_for_room = False
@@ -94,7 +96,15 @@ class ChunkingEngine:
                 return
             path = out_dir / f"chunk_{index + 1:04d}.mp4"
             path.write_bytes(b"mp4")
-            chunk = Chunk(index, path, index * self.frames, self.frames, self.seconds, self.total)
+            chunk = Chunk(
+                index,
+                path,
+                index * self.frames,
+                self.frames,
+                self.seconds,
+                self.total,
+                repeated_frames=self.repeated[index] if index < len(self.repeated) else 0,
+            )
             if not on_chunk(chunk):
                 stream.done.set_exception(StreamCancelled("stopped"))
                 return

@@ -70,6 +70,21 @@ def test_an_utterance_queued_beyond_capacity_waits_for_room_in_the_engine(engine
     assert engine.wait_for_room is True and request.status == StreamRequest.Status.COMPLETED
 
 
+def test_the_followers_hear_when_a_stream_degrades_and_recovers(engine, redis_server):
+    request = _queued()
+    engine.total, engine.repeated = 5, [0, 9, 12, 0, 0]
+    services.stream_request_run(request_pk=request.pk)
+    settled(request)
+    payloads = [e.payload for e in events_after(request.session.session_id, 0)]
+    quality = [p for p in payloads if p["event"] in ("degraded", "recovered")]
+    assert quality == [
+        {"event": "degraded", "index": 1, "repeated_frames": 9, "request_id": request.request_id},
+        {"event": "recovered", "index": 3, "request_id": request.request_id},
+    ]
+    names = [p["event"] for p in payloads]
+    assert names.index("degraded") == names.index("chunk") + 2  # right after chunk 1
+
+
 def test_it_runs_a_request_once(engine, redis_server):
     request = _queued()
     services.stream_request_run(request_pk=request.pk)
