@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# The engine benchmark on a CUDA machine: random-full profile (RANDOM weights, real cost), fp16,
-# batches 1..64, the model speed-ups (bench/models.py), then concurrent streams
-# (bench/streams.py). Writes bench/results/engine-cuda.*, models-cuda.* and
-# streams-random-full-cuda.*. About 6-9 minutes.
+# The GPU benchmarks in one go (random-full profile: RANDOM weights, real cost; fp16):
+#   1. model speed-ups (bench/models.py) at the scheduler's batch sizes -> models-cuda.*
+#   2. the fastest option within tolerance, outside torch.compile (bench.models --best)
+#   3. concurrent live streams with that option, the scheduler against one batch loop per
+#      stream (bench/streams.py) -> streams-random-full-cuda.*
+#   4. optionally (GPU_ENGINE=1) the single-stream engine benchmark -> engine-cuda.*
+# Each step has its own time limit and a failing step does not stop the next: about 7 minutes
+# in all, 9 with GPU_ENGINE=1.
 #
-# Usage: bench/gpu.sh [more bench.engine options, e.g. --device cuda:1]
+# Usage: bench/gpu.sh [--avatar-dir DIR] [more bench.streams options]
+#   BENCH_OUT=DIR   where the results go (default bench/results)
+#   GPU_ACCEL=...   skip steps 1-2 and stream with these options ("none": the plain model)
 #
 # Python: $BENCH_PYTHON if set (any interpreter with a CUDA torch and requirements.txt), else the
 # repo's .venv, created or updated by bin/bootstrap. Nothing here needs the internet once .venv
@@ -13,7 +19,7 @@
 # (torch==2.13.0 from PyPI on Linux is the CUDA build; the CPU-only wheel will not do here.)
 # Media: /work/shared/media/sun.mp4 and eng.wav when present, else synthesized test media
 # (the synthesized face clip needs scikit-image from requirements-dev.txt).
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 python="${BENCH_PYTHON:-}"
@@ -32,17 +38,43 @@ if ! "$python" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() el
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
 
-export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-# Worst case 150 + 120 + 240 s: one device call (600 s at most) with room to spare.
-timeout 150 "$python" -m bench.engine --device cuda --batches 1,8,32,64 \
-  --note "bench/gpu.sh on $(hostname); fp16; untimed warm-up batch before each batch size." "$@"
-# Model speed-ups (inference/accel.py): eager options first, compile last; the results are
-# rewritten after each option, so a timeout keeps what finished. A failure here does not stop
-# the streams step.
-timeout 120 "$python" -m bench.models --device cuda --budget-seconds 80 \
-  --note "bench/gpu.sh on $(hostname); fp16" || echo "bench/gpu.sh: bench.models exit $?" >&2
-# Concurrent live streams, the scheduler against one batch loop per stream (interleaved per K):
-# 4 s utterances, K up to 24; no new K starts after 180 s, results rewritten after each round.
-exec timeout 240 "$python" -m bench.streams --device cuda --streams 1,2,4,8,16,24 --seconds 4 \
-  --batch-size 8 --single-batches 8,16,48 --budget-seconds 180 \
-  --note "bench/gpu.sh on $(hostname); fp16" "$@"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+out="${BENCH_OUT:-bench/results}"
+note="bench/gpu.sh on $(hostname); fp16"
+status=0
+
+if [ -n "${GPU_ENGINE:-}" ]; then
+  timeout 150 "$python" -m bench.engine --device cuda --batches 1,8,32,64 --out-dir "$out" \
+    --note "$note; untimed warm-up batch before each batch size." \
+    || { echo "bench/gpu.sh: bench.engine exit $?" >&2; status=1; }
+fi
+
+accel="${GPU_ACCEL:-}"
+if [ -z "$accel" ]; then
+  # Eager options first, compile last; the results are rewritten after each option, so a
+  # timeout keeps what finished. 16 and 48: a live batch and the scheduler's largest.
+  timeout 150 "$python" -m bench.models --device cuda --batches 16,48 --budget-seconds 100 \
+    --out-dir "$out" --note "$note" \
+    || { echo "bench/gpu.sh: bench.models exit $?" >&2; status=1; }
+  accel=$("$python" -m bench.models --best "$out/models-cuda.json" --batches 48 2>/dev/null) \
+    || accel=""
+fi
+[ "$accel" = none ] && accel=""
+echo "bench/gpu.sh: streams with model speed-ups: ${accel:-none}" >&2
+
+# Concurrent live streams, interleaved per K with the baseline (up to K=16: beyond it the
+# baseline only shows more of the same); 4 s utterances; no new K after 170 s.
+streams=(--device cuda --streams 1,2,4,8,16,20,24,32 --baseline-streams 1,2,4,8,16 --seconds 4
+  --batch-size 8 --single-batches 8,16 --budget-seconds 170 --out-dir "$out")
+timeout 240 "$python" -m bench.streams "${streams[@]}" --accel "$accel" --note "$note" "$@"
+rc=$?
+if [ $rc -ne 0 ]; then
+  status=1
+  # a timeout keeps the rounds that finished; a failure with the speed-ups gets one more try
+  if [ $rc -ne 124 ] && [ -n "$accel" ]; then
+    echo "bench/gpu.sh: bench.streams with '$accel' failed ($rc); again with the plain model" >&2
+    timeout 200 "$python" -m bench.streams "${streams[@]}" --budget-seconds 120 \
+      --note "$note; the run with $accel failed" "$@" || status=1
+  fi
+fi
+exit $status

@@ -53,6 +53,7 @@ from bench.engine import (
     prepared_avatar,
     write_results,
 )
+from inference.accel import parse_options
 from inference.audio import SAMPLE_RATE, frame_count, load_audio
 from inference.avatar_store import PreparedAvatar
 from inference.config import PROFILE_RANDOM_FULL, PROFILES, EngineConfig, GenerateConfig
@@ -346,6 +347,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--models-dir", type=Path, default=Path("models"))
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--streams", default="1,2,4", help="comma-separated concurrent streams")
+    parser.add_argument(
+        "--baseline-streams",
+        default=None,
+        help="the K of --streams that also run the baseline (default: all of them)",
+    )
     parser.add_argument("--chunk-seconds", type=float, default=1.0)
     parser.add_argument("--seconds", type=float, default=4.0, help="audio per utterance")
     parser.add_argument("--batch-size", type=int, default=8, help="frames per batch per stream")
@@ -357,6 +363,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--warm-seconds", type=float, default=1.0, help="untimed warm-up stream")
     parser.add_argument("--no-calibrate", action="store_true", help="skip Engine.calibrate()")
+    parser.add_argument(
+        "--accel", default="", help="MUSETALK_ACCEL-style model speed-ups, e.g. channels_last"
+    )
     parser.add_argument("--avatar-frames", type=int, default=25)
     parser.add_argument("--avatar-dir", type=Path, default=None, help="a prepared avatar")
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
@@ -380,6 +389,15 @@ class Bench:
         self.engine = Engine.from_config(config, max_batch=args.max_batch)
         self.env = _environment(self.engine, args)
         self.env["host"] = platform.node()
+        self.env["accel"] = parse_options(args.accel).label()
+        if args.accel:
+            began = time.monotonic()
+            sizes = self.engine.accelerate(parse_options(args.accel))
+            self.env["accel_warm_s"] = round(time.monotonic() - began, 1)
+            _log(
+                f"accel {self.env['accel']}: warmed batch sizes {sizes} in "
+                f"{self.env['accel_warm_s']} s"
+            )
         video, audio = _media(args, scratch)
         speech = load_audio(audio)
         self.samples = np.ascontiguousarray(np.resize(speech, round(args.seconds * SAMPLE_RATE)))
@@ -472,6 +490,8 @@ def run(args: argparse.Namespace) -> None:
                 continue
             # interleaved, the order flipped every K: both modes see the same outside load
             modes = (SCHEDULER, BASELINE) if n % 2 == 0 else (BASELINE, SCHEDULER)
+            if args.baseline_streams is not None and streams not in _ints(args.baseline_streams):
+                modes = (SCHEDULER,)
             for mode in modes:
                 bench.rounds.append(bench.round(mode, streams, args.batch_size))
                 bench.save()
@@ -543,7 +563,9 @@ def markdown(summary: dict[str, Any]) -> str:
         f"{env['loadavg_start'][0]:.2f} at start, {env['loadavg_now'][0]:.2f} at the end. "
         f"Avatar {avatar['width']}x{avatar['height']}, {avatar['frames']} frames; scheduler "
         f"max batch {summary['max_batch']}, {summary['batch_size']} frames per batch per "
-        f"stream; calibration {summary['calibration'] or 'skipped'} frames/s by batch. "
+        f"stream; model speed-ups: {env.get('accel', 'baseline')}"
+        + (f" (warmed in {env['accel_warm_s']} s)" if "accel_warm_s" in env else "")
+        + f"; calibration {summary['calibration'] or 'skipped'} frames/s by batch. "
         f"{summary['note']}",
         "",
         "Single stream, scheduler (the best of these is the best single-stream throughput):",

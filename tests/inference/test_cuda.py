@@ -27,11 +27,11 @@ from inference.config import (
     GenerateConfig,
     PrepareConfig,
 )
-from inference.faces import FaceDetection, OfflineFaceBackend, mean_shape_landmarks
 from inference.models import load_models, predict_latents, save_official_layout
 from inference.pipeline import Engine
 from inference.preparation import prepare_avatar
 from inference.vae import decode_latents
+from tests.inference.faces_centred import CentredFace
 from tests.media import decode_audio, make_face_video, tone
 
 pytestmark = [
@@ -51,28 +51,6 @@ def engines() -> Iterator[dict[str, Engine]]:
     yield made
     for engine in made.values():
         engine.close()
-
-
-class CentredFace:
-    """A face box in the middle of every frame; geometric parsing. GPU machines may carry an
-    OpenCV build without face detection, and detection is not what these tests check."""
-
-    name = "test-centred"
-
-    def __init__(self) -> None:
-        self._parser = OfflineFaceBackend()  # its parsing needs no cascade
-
-    def detect(self, frame_bgr: np.ndarray) -> FaceDetection | None:
-        height, width = frame_bgr.shape[:2]
-        side = width // 2
-        x, y = (width - side) // 2, (height - side) // 2
-        box = (x, y, x + side, y + side)
-        return FaceDetection(box, mean_shape_landmarks(box), self.name)
-
-    def parse(
-        self, face_large_rgb: np.ndarray, *, landmarks: np.ndarray | None = None
-    ) -> np.ndarray:
-        return self._parser.parse(face_large_rgb, landmarks=landmarks)
 
 
 @pytest.fixture(scope="module")

@@ -21,10 +21,10 @@ from inference.avatar_store import PreparedAvatar, load_avatar
 from inference.blending import blend_face, expanded_crop_box
 from inference.config import PrepareConfig
 from inference.device_blend import DeviceBlender, bgr_to_yuv420p
-from inference.faces import OfflineFaceBackend
 from inference.media import Mp4Writer
 from inference.preparation import prepare_avatar
 from inference.vae import decode_latents, decode_latents_tensor
+from tests.inference.faces_centred import CentredFace
 from tests.media import decode_audio, make_face_video, tone
 
 DEVICES = [
@@ -149,9 +149,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory, tiny_vae: AutoencoderKL) 
     root = tmp_path_factory.mktemp("device-blend")
     video = make_face_video(root / "face.mp4", seconds=0.24, fps=FPS, size=(192, 240))
     config = PrepareConfig(batch_size=6, idle_video=False)
-    prepare_avatar(
-        video, root / "astro", vae=tiny_vae, face_backend=OfflineFaceBackend(), config=config
-    )
+    prepare_avatar(video, root / "astro", vae=tiny_vae, face_backend=CentredFace(), config=config)
     return load_avatar(root / "astro", device="cpu", dtype=torch.float32)
 
 
