@@ -52,12 +52,16 @@ class AccelOptions:
     sdpa: bool = False
     compile: str = ""
     cuda_graphs: bool = False
+    # The VAE decoder alone (most of the work): one compile for every batch size above 1
+    # (the batch dimension turns dynamic on the second size), so warming stays bounded.
+    compile_vae: str = ""
 
     def __post_init__(self) -> None:
-        if self.compile not in COMPILE_MODES:
-            raise ValueError(
-                f"unknown compile mode {self.compile!r}; expected one of {COMPILE_MODES}"
-            )
+        for name in ("compile", "compile_vae"):
+            if getattr(self, name) not in COMPILE_MODES:
+                raise ValueError(
+                    f"unknown {name} mode {getattr(self, name)!r}; expected one of {COMPILE_MODES}"
+                )
 
     def label(self) -> str:
         """A short name such as ``channels_last+compile=default`` (``baseline`` for none)."""
@@ -66,6 +70,8 @@ class AccelOptions:
         ]
         if self.compile:
             parts.append(f"compile={self.compile}")
+        if self.compile_vae:
+            parts.append(f"compile_vae={self.compile_vae}")
         if self.cuda_graphs:
             parts.append("cuda_graphs")
         return "+".join(parts) or "baseline"
@@ -190,7 +196,14 @@ def apply_accel(models: MuseTalkModels, options: AccelOptions) -> MuseTalkModels
     if options.compile:
         for _, _, module in heavy_modules(models):
             module.compile(mode=None if options.compile == "default" else options.compile)
-    if options.cuda_graphs and options.compile in CUDAGRAPH_COMPILE_MODES:
+    if options.compile_vae and options.compile:
+        logger.info("compile_vae skipped: compile=%s covers the VAE decoder", options.compile)
+    elif options.compile_vae:
+        mode = options.compile_vae
+        models.vae.decoder.compile(mode=None if mode == "default" else mode)
+    if options.cuda_graphs and (
+        options.compile in CUDAGRAPH_COMPILE_MODES or options.compile_vae in CUDAGRAPH_COMPILE_MODES
+    ):
         logger.info("cuda_graphs skipped: compile mode %r records CUDA graphs", options.compile)
     elif options.cuda_graphs and _on_cuda(cuda, "cuda_graphs"):
         _wrap_graphs(models)
@@ -254,14 +267,14 @@ def parse_options(text: str) -> AccelOptions:
         if not item:
             continue
         name, _, value = item.partition("=")
-        if name == "compile":
-            flags["compile"] = value or "default"
+        if name in ("compile", "compile_vae"):
+            flags[name] = value or "default"
         elif name in ("channels_last", "cudnn_benchmark", "sdpa", "cuda_graphs") and not value:
             flags[name] = True
         else:
             raise ValueError(
                 f"unknown accel option {item!r}; expected channels_last, cudnn_benchmark, "
-                "sdpa, cuda_graphs or compile=<mode>"
+                "sdpa, cuda_graphs, compile=<mode> or compile_vae=<mode>"
             )
     return AccelOptions(**flags)
 
