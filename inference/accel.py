@@ -279,6 +279,24 @@ def parse_options(text: str) -> AccelOptions:
     return AccelOptions(**flags)
 
 
+# What ``MUSETALK_ACCEL=auto`` (the default) applies, by device type. On CUDA: graphs of the UNet
+# blocks and the VAE decoder, the most real-time streams on an H200 (bench/results/
+# streams-random-full-cuda.md): a model thread that launches one graph per block keeps the GPU
+# busy while encoder threads hold the interpreter; outputs are bit-identical
+# (models-cuda.md). On a CPU: nothing (the CUDA-only options do not apply there).
+AUTO_OPTIONS = {"cuda": "cuda_graphs"}
+
+
+def options_for(text: str, device_type: str) -> AccelOptions:
+    """The ``MUSETALK_ACCEL`` setting on a device: ``auto`` picks :data:`AUTO_OPTIONS` for
+    ``device_type``; ``none`` or empty applies nothing; anything else is
+    :func:`parse_options`'s comma list."""
+    value = text.strip()
+    if value == "auto":
+        return parse_options(AUTO_OPTIONS.get(device_type, ""))
+    return parse_options("" if value == "none" else value)
+
+
 def warm_sizes(max_batch: int) -> list[int]:
     """The batch sizes warmed (and padded to) for ``max_batch``: powers of two below it, and
     it. A batch of another size runs at the next of these, so every call replays a graph."""

@@ -472,7 +472,7 @@ class Engine:
         sizes = warm_sizes(self.scheduler.max_batch)
         decode = sorted({min(n, self.decode_batch_size or n) for n in sizes})
         warm(self.models, sizes, decode)
-        if options.compile or options.cuda_graphs:
+        if options.compile or options.compile_vae or options.cuda_graphs:
             self.scheduler.padded_sizes = sizes
         return sizes
 

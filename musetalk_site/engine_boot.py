@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from django.conf import settings
 
-from inference.accel import AccelOptions, parse_options
+from inference.accel import AccelOptions, options_for
 from inference.config import EngineConfig
 from inference.download import download_models
 from inference.pipeline import Engine
@@ -49,7 +49,7 @@ def build_engine() -> tuple[Any, dict[str, Any]]:
         max_batch=settings.MUSETALK_MAX_BATCH,
         degrade=settings.LIVE_DEGRADE,
     )
-    accel = parse_options(settings.MUSETALK_ACCEL)
+    accel = options_for(settings.MUSETALK_ACCEL, engine.models.device.type)
     if accel != AccelOptions():
         warmed = engine.accelerate(accel)
         logger.info("engine accelerated (%s), batch sizes warmed: %s", accel.label(), warmed)

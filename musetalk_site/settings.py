@@ -259,9 +259,10 @@ MUSETALK_CACHE_TTL_SECONDS = env_int("MUSETALK_CACHE_TTL_SECONDS", 1800, minimum
 MUSETALK_MEMORY_BUDGET_MB = env_int("MUSETALK_MEMORY_BUDGET_MB", 0, minimum=0)  # 0: measure
 # The scheduler's largest model batch (frames of all streams together); 0: by device
 MUSETALK_MAX_BATCH = env_int("MUSETALK_MAX_BATCH", 0, minimum=0)
-# Model speed-ups (inference/accel.py), e.g. "channels_last,cudnn_benchmark,cuda_graphs";
-# empty: none (bench/models.py measures each on the device before it is adopted)
-MUSETALK_ACCEL = env_str("MUSETALK_ACCEL", "")
+# Model speed-ups (inference/accel.py): "auto" (CUDA graphs on CUDA, nothing on a CPU), "none",
+# or a comma list such as "channels_last,cudnn_benchmark,cuda_graphs" (bench/models.py
+# measures each option on the device)
+MUSETALK_ACCEL = env_str("MUSETALK_ACCEL", "auto")
 
 SESSION_TTL_SECONDS = env_int("SESSION_TTL_SECONDS", 3600, minimum=60)
 PLAYER_TOKEN_MAX_AGE_SECONDS = env_int("PLAYER_TOKEN_MAX_AGE_SECONDS", 3600, minimum=60)

@@ -20,6 +20,7 @@ from inference.accel import (
     apply_accel,
     graphed_modules,
     heavy_modules,
+    options_for,
     parse_options,
     warm,
 )
@@ -239,3 +240,13 @@ def test_compiling_the_vae_decoder_keeps_outputs_at_every_batch_size(
     for batch, (_, faces) in expected.items():
         _, got = _outputs(models, batch)
         assert np.abs(got.astype(int) - faces.astype(int)).max() <= 2
+
+
+def test_auto_graphs_on_cuda_and_applies_nothing_on_a_cpu() -> None:
+    assert options_for("auto", "cuda") == AccelOptions(cuda_graphs=True)
+    assert options_for("auto", "cpu") == AccelOptions()
+    assert options_for("none", "cuda") == AccelOptions()
+    assert options_for("", "cuda") == AccelOptions()
+    assert options_for("channels_last,compile_vae", "cuda") == AccelOptions(
+        channels_last=True, compile_vae="default"
+    )
