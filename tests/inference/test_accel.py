@@ -164,8 +164,10 @@ def test_compile_on_the_cpu_keeps_outputs(
 
 # fp16 on CUDA: a graph replays the same kernels, so outputs agree to fp16 rounding at most.
 FLOAT16_ATOL = 2e-3
-# Kernels that sum in another order (NHWC): within 1% of the largest latent, as bench/models.py
+# Kernels that sum in another order (NHWC, compiled): the bounds bench/models.py holds options
+# to: latents within 1% of the largest, faces within 4 levels of 255
 LATENT_REL_TOL = 1e-2
+FACE_LEVEL_TOL = 4
 
 
 @pytest.fixture(scope="module")
@@ -226,7 +228,7 @@ def test_channels_last_and_cudnn_benchmark_keep_outputs(cuda_models: MuseTalkMod
     # NHWC kernels sum in another order: fp16 rounding of the values, not of the last ulp
     scale = expected[0].abs().max().item()
     assert (latents - expected[0]).abs().max().item() <= LATENT_REL_TOL * scale
-    assert np.abs(faces.astype(int) - expected[1].astype(int)).max() <= 1
+    assert np.abs(faces.astype(int) - expected[1].astype(int)).max() <= FACE_LEVEL_TOL
 
 
 @pytest.mark.gpu
@@ -239,7 +241,7 @@ def test_compiling_the_vae_decoder_keeps_outputs_at_every_batch_size(
     warm(models, [1, 2, 4])
     for batch, (_, faces) in expected.items():
         _, got = _outputs(models, batch)
-        assert np.abs(got.astype(int) - faces.astype(int)).max() <= 2
+        assert np.abs(got.astype(int) - faces.astype(int)).max() <= FACE_LEVEL_TOL
 
 
 def test_auto_graphs_on_cuda_and_applies_nothing_on_a_cpu() -> None:
