@@ -17,7 +17,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from avatars.models import Avatar
 from musetalk_site.stack import Stack
-from sessions_app.hls.idle import hls_idle_home
+from sessions_app.hls.idle import hls_idle_home, hls_idle_missing
 from tests.conftest import ARTIFACTS_DIR
 from tests.e2e.client import ApiClient, ready_avatar_user
 from tests.media import make_face_video, make_speech_wav
@@ -227,8 +227,15 @@ def test_an_avatar_without_idle_parts_gets_them_from_the_worker_when_a_session_s
     live_stack: Stack, media_dir: Path
 ):
     client = _ready_user(live_stack, media_dir, "hls-old-avatar-user")
-    first, token = _session(client)  # the preparing worker built the parts
     avatar = Avatar.objects.get(owner__username="hls-old-avatar-user", avatar_id="host")
+    # The preparing worker builds the parts just after the avatar turns ready; a session made
+    # before they are there would queue a build of its own, which could land after the removal
+    # below. So the first session comes once they are built.
+    deadline = time.monotonic() + 60
+    while hls_idle_missing(avatar=avatar):
+        assert time.monotonic() < deadline, "the preparing worker built no idle parts"
+        time.sleep(0.2)
+    first, token = _session(client)
     shutil.rmtree(hls_idle_home(avatar))  # as for an avatar prepared before they were built
     master = client.url(f"/hls/{first}/master.m3u8?token={token}")
     playlist = client.url(f"/hls/{first}/playlist.m3u8?token={token}")
