@@ -76,6 +76,15 @@ class Frame:
         width, height = self.size
         return cv2.cvtColor(self.yuv, cv2.COLOR_YUV2BGR_I420)[:height, :width]
 
+    def i420(self) -> np.ndarray:
+        """The frame as planar I420 ``(H'*3//2, W')``, H'/W' the size rounded down to even
+        (the device-made planes as they are; otherwise converted from BGR)."""
+        if self.yuv is not None:
+            return self.yuv
+        image = self.bgr()
+        height, width = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
+        return cv2.cvtColor(image[:height, :width], cv2.COLOR_BGR2YUV_I420)
+
 
 def write_frame(writer: Mp4Writer, frame: Frame) -> None:
     """Encode ``frame`` with ``writer``: its I420 planes as they are when it has them."""
