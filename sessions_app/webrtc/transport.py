@@ -5,7 +5,9 @@ Each entry holds one frame: its index in the utterance, the idle-loop position i
 size and the I420 picture (``w*h*3/2`` bytes: 648 KiB at 576x768); the last entry says the
 utterance ended (with the error, if it failed). Entries stay until the stream's key expires,
 so a reader that starts late, or reconnects, reads from the first frame: nothing is lost or
-reordered. ``bench/webrtc.py`` measures what a frame costs on both sides.
+reordered. Memory stays bounded: the reader trims what it has taken, and the stream keeps
+about ``MAX_BACKLOG`` frames at most (a reader that far behind has lost its real time anyway).
+``bench/webrtc.py`` measures what a frame costs on both sides.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from sessions_app.webrtc.tracks import LiveFrame
 
 KEY_PREFIX = "webrtc:frames:"
 KEY_TTL_SECONDS = 600  # an utterance's frames outlive any player that could still want them
+MAX_BACKLOG = 250  # frames (10 s at 25 fps; 160 MB at 576x768), approximately
 Reply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]]  # XREAD's, undecoded
 
 
@@ -49,7 +52,7 @@ class FramePublisher:
             raise ValueError(f"{len(i420)} bytes is not an I420 picture of {width}x{height}")
         fields = {"i": index, "c": cycle, "w": width, "h": height, "yuv": i420}
         pipe = self.client.pipeline(transaction=False)
-        pipe.xadd(self.key, fields)  # type: ignore[arg-type]
+        pipe.xadd(self.key, fields, maxlen=MAX_BACKLOG, approximate=True)  # type: ignore[arg-type]
         if self.count == 0:
             pipe.expire(self.key, KEY_TTL_SECONDS)
         pipe.execute()
@@ -63,14 +66,22 @@ class FramePublisher:
 
 
 async def read_frames(
-    client: redis.asyncio.Redis, request_id: str, *, block_ms: int = 1000, after: str = "0-0"
+    client: redis.asyncio.Redis,
+    request_id: str,
+    *,
+    block_ms: int = 1000,
+    after: str = "0-0",
+    trim: bool = True,
 ) -> AsyncIterator[LiveFrame | StreamEnd]:
     """The utterance's frames in order from ``after`` (its start), then its ``StreamEnd``.
-    Waits for frames not made yet; the caller stops it by leaving the loop (or cancelling)."""
+    Waits for frames not made yet; the caller stops it by leaving the loop (or cancelling).
+    With ``trim``, entries read are removed (one reader per utterance)."""
     key = frames_key(request_id)
     last: str | bytes = after
     while True:
         reply = cast(Reply, await client.xread({key: last}, count=16, block=block_ms))
+        if reply and trim:
+            await client.xtrim(key, minid=reply[-1][1][-1][0])  # keeps the last one read
         for _, entries in reply or ():
             for entry_id, fields in entries:
                 last = entry_id

@@ -15,6 +15,7 @@ from inference.sinks import Frame
 from sessions_app.webrtc.tracks import LiveFrame
 from sessions_app.webrtc.transport import (
     KEY_TTL_SECONDS,
+    MAX_BACKLOG,
     FramePublisher,
     StreamEnd,
     frames_delete,
@@ -29,10 +30,10 @@ def _i420(level: int) -> bytes:
     return np.full(W * H * 3 // 2, level, dtype=np.uint8).tobytes()
 
 
-async def _collect(url: str, request_id: str) -> list[LiveFrame | StreamEnd]:
+async def _collect(url: str, request_id: str, trim: bool = True) -> list[LiveFrame | StreamEnd]:
     client = redis.asyncio.Redis.from_url(url)
     try:
-        return [item async for item in read_frames(client, request_id, block_ms=200)]
+        return [item async for item in read_frames(client, request_id, block_ms=200, trim=trim)]
     finally:
         await client.aclose()
 
@@ -44,7 +45,8 @@ async def test_a_late_reader_gets_every_frame_in_order_then_the_end(redis_server
     for i in range(30):
         publisher.frame(index=i, cycle=(i + 3) % 10, i420=_i420(i), width=W, height=H)
     publisher.end()
-    items = await _collect(redis_server, request_id)
+    assert publisher.client.xlen(frames_key(request_id)) == 31
+    items = await _collect(redis_server, request_id, trim=False)
     frames, end = items[:-1], items[-1]
     assert [f.index for f in frames] == list(range(30))  # type: ignore[union-attr]
     assert [f.cycle for f in frames] == [(i + 3) % 10 for i in range(30)]  # type: ignore[union-attr]
@@ -85,3 +87,17 @@ def test_a_frame_gives_its_i420_planes_at_an_even_size() -> None:
     assert abs(int(planes[:48].mean()) - 82) <= 2  # BT.601 limited-range Y of pure red
     device_made = np.full((72, 64), 90, dtype=np.uint8)
     assert Frame(0, None, 25, 0, 640, yuv=device_made, size=(64, 48)).i420() is device_made
+
+
+@pytest.mark.asyncio
+async def test_the_reader_trims_what_it_took_and_the_backlog_is_bounded(redis_server: str) -> None:
+    request_id = uuid.uuid4().hex
+    publisher = FramePublisher(redis.Redis.from_url(redis_server), request_id)
+    for i in range(MAX_BACKLOG * 2):
+        publisher.frame(index=i, cycle=0, i420=_i420(1), width=W, height=H)
+    backlog = publisher.client.xlen(frames_key(request_id))
+    assert MAX_BACKLOG <= backlog < MAX_BACKLOG * 1.5  # approximate trimming, in whole nodes
+    publisher.end()
+    items = await _collect(redis_server, request_id)
+    assert items[-1] == StreamEnd(frames=MAX_BACKLOG * 2)
+    assert publisher.client.xlen(frames_key(request_id)) <= 1
