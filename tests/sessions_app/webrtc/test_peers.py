@@ -18,19 +18,11 @@ from aiortc import RTCPeerConnection
 from sessions_app.webrtc.peers import PeerConfig, PeerRegistry, SignalingError, parse_candidate
 from sessions_app.webrtc.tracks import AUDIO_RATE, IdleLoop
 from sessions_app.webrtc.transport import FramePublisher
+from tests.sessions_app.webrtc.pictures import H, W
+from tests.sessions_app.webrtc.pictures import flat as _flat
+from tests.sessions_app.webrtc.pictures import level as _level
 
-W, H = 64, 48
 FPS = 25
-
-
-def _flat(level: int) -> av.VideoFrame:
-    planes = np.full((H * 3 // 2, W), 128, dtype=np.uint8)
-    planes[:H] = level
-    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
-
-
-def _level(frame: av.VideoFrame) -> int:
-    return int(frame.to_ndarray(format="yuv420p")[:H].mean().round())
 
 
 class Client:

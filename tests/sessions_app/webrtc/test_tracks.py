@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 from aiortc import RTCPeerConnection
@@ -25,8 +24,10 @@ from sessions_app.webrtc.tracks import (
     i420_bytes,
 )
 from tests.media import make_face_video, make_speech_wav
+from tests.sessions_app.webrtc.pictures import H, W
+from tests.sessions_app.webrtc.pictures import flat as _flat
+from tests.sessions_app.webrtc.pictures import level as _level
 
-W, H = 64, 48
 FPS = 25
 
 
@@ -41,16 +42,6 @@ class VirtualTime:
 
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
-
-
-def _flat(level: int) -> av.VideoFrame:
-    planes = np.full((H * 3 // 2, W), 128, dtype=np.uint8)
-    planes[:H] = level
-    return av.VideoFrame.from_ndarray(planes, format="yuv420p")
-
-
-def _level(frame: av.VideoFrame) -> int:
-    return int(frame.to_ndarray(format="yuv420p")[:H].mean().round())
 
 
 def _idle(n: int = 6) -> IdleLoop:
