@@ -53,7 +53,16 @@ from inference.layout import CHUNK_NAME
 from inference.models import MuseTalkModels, load_models
 from inference.preparation import prepare_avatar as _prepare_avatar
 from inference.scheduler import JOB, LIVE, Scheduler, Stream
-from inference.sinks import Chunk, ChunkSink, Frame, Mp4FileSink, QueueSink, Sink, StreamResult
+from inference.sinks import (
+    Chunk,
+    ChunkSink,
+    Frame,
+    FrameSink,
+    Mp4FileSink,
+    QueueSink,
+    Sink,
+    StreamResult,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,9 +277,12 @@ class Engine:
         cancelled: Cancelled | None = None,
         label: str = "",
         wait_for_room: bool = False,
+        cycle_start: int = 0,
     ) -> Stream:
         """Open a stream of T = floor(seconds * fps) frames in the scheduler (spec §5.4) and
         return at once; ``sink(avatar, samples, T)`` builds where its frames go.
+        ``cycle_start``: the idle-loop position its frame 0 shows (a live stream that picks up
+        where the idle loop on screen is; 0: the loop's start).
 
         ``audio`` is a file or float32 16 kHz mono samples. ``cancelled()`` is asked every
         quarter second off the model thread; True (or an exception) stops the stream. The
@@ -302,6 +314,34 @@ class Engine:
             cancelled=cancelled,
             label=label,
             wait_for_room=wait_for_room,
+            cycle_start=cycle_start,
+        )
+
+    def stream_frames(
+        self,
+        avatar_dir: str | Path,
+        audio: str | Path | np.ndarray,
+        *,
+        config: GenerateConfig,
+        on_frame: Callable[[Frame], bool],
+        cycle_start: int = 0,
+        cancelled: Cancelled | None = None,
+        label: str = "",
+        wait_for_room: bool = False,
+    ) -> Stream:
+        """A live stream whose frames go one by one to ``on_frame`` (on a delivery thread)
+        as they are made, for a WebRTC track; returns at once. ``on_frame`` returning False
+        stops the stream."""
+        return self.open_stream(
+            avatar_dir,
+            audio,
+            config=config,
+            sink=lambda _avatar, _samples, _total: FrameSink(on_frame),
+            kind=LIVE,
+            cancelled=cancelled,
+            label=label,
+            wait_for_room=wait_for_room,
+            cycle_start=cycle_start,
         )
 
     def generate(

@@ -104,8 +104,10 @@ class Stream:
         batch_cap: int,
         cancelled: Callable[[], bool] | None,
         label: str,
+        cycle_start: int = 0,
     ) -> None:
         self.ident = ident
+        self.cycle_start = cycle_start  # output frame i shows loop position cycle_start + i
         self.kind = kind
         self.avatar = avatar
         self.samples = samples
@@ -300,6 +302,7 @@ class Scheduler:
         cancelled: Callable[[], bool] | None = None,
         label: str = "",
         wait_for_room: bool = False,
+        cycle_start: int = 0,
     ) -> Stream:
         """Start a stream of ``total`` frames; ``features(samples)`` is computed on the audio
         thread, then its frames join the batches. Returns at once.
@@ -324,6 +327,7 @@ class Scheduler:
             batch_cap=batch_cap or self.max_batch,
             cancelled=cancelled,
             label=label or f"stream-{kind}",
+            cycle_start=cycle_start,
         )
         stream._end_hook = self._end
         stream.wait_for_room = wait_for_room and kind == LIVE
@@ -530,7 +534,9 @@ class Scheduler:
                     future.set_result(pictures[n])
                 else:
                     face = faces[n]
-                    future = self._blend_pool.submit(self._timed_blend, stream.avatar, index, face)
+                    future = self._blend_pool.submit(
+                        self._timed_blend, stream.avatar, stream.cycle_start + index, face
+                    )
                 stream.slots[index] = _Slot(future)
             future.add_done_callback(functools.partial(self._pumped, stream))
 
@@ -544,7 +550,7 @@ class Scheduler:
         for positions in groups.values():
             avatar = plan[positions[0]][0].avatar
             blender = self._blender(avatar)
-            stored = [avatar.frame_index(plan[n][1]) for n in positions]
+            stored = [avatar.frame_index(plan[n][0].cycle_start + plan[n][1]) for n in positions]
             chosen = torch.tensor(positions, device=faces.device)
             planes = bgr_to_yuv420p(blender.blend(stored, faces.index_select(0, chosen)))
             for n, picture in zip(positions, planes.cpu().numpy(), strict=True):
@@ -583,7 +589,10 @@ class Scheduler:
         """UNet + VAE decode: faces (B, 256, 256, 3) uint8 BGR, as a numpy array on the host,
         or as a tensor on the device with ``device_blend``; and the seconds of each model."""
         latents = torch.stack(
-            [stream.avatar.latents[stream.avatar.frame_index(i)] for stream, i in plan]
+            [
+                stream.avatar.latents[stream.avatar.frame_index(stream.cycle_start + i)]
+                for stream, i in plan
+            ]
         )
         audio = torch.stack([_features(stream)[i] for stream, i in plan])
         size = next((n for n in self.padded_sizes if n >= len(plan)), len(plan))

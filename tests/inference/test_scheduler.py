@@ -500,3 +500,41 @@ def test_accel_options_come_from_a_comma_list() -> None:
         parse_options("turbo")
     assert warm_sizes(48) == [1, 2, 4, 8, 16, 32, 48]
     assert warm_sizes(1) == [1]
+
+
+@pytest.mark.parametrize("device_blend", [False, True])
+def test_a_live_stream_starts_at_the_idle_loop_position_it_is_given(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray, device_blend: bool
+) -> None:
+    """``cycle_start``: frame i shows the avatar's loop position cycle_start + i (outside the
+    pasted face the picture is the stored frame's, exactly or within the I420 rounding)."""
+    runner = Engine(engine.models, engine.face_backend, device_blend=device_blend)
+    avatar = runner.avatar(avatars["a"])
+    frames: list[Frame] = []
+    try:
+        stream = runner.stream_frames(
+            avatars["a"],
+            speech[:6400],  # 10 frames
+            config=GenerateConfig(batch_size=4, fps=FPS),
+            on_frame=lambda frame: frames.append(frame) is None,
+            cycle_start=5,
+        )
+        stream.done.result(timeout=60)
+    finally:
+        runner.close()
+    assert [f.index for f in frames] == list(range(10))
+    moved = 0
+    for frame in frames:
+        stored = avatar.frame_index(5 + frame.index)
+        x0, y0, x1, y1 = avatar.mask_boxes[stored]
+        picture = frame.bgr().astype(int)
+        outside = np.ones(picture.shape[:2], dtype=bool)
+        outside[max(0, y0) : y1, max(0, x0) : x1] = False
+        diff = np.abs(picture - avatar.frames[stored].astype(int))[outside]
+        if device_blend:  # I420 and back: chroma subsampling blurs colour edges a little
+            assert diff.mean() < 1.0, f"frame {frame.index}"
+        else:
+            assert diff.max() == 0, f"frame {frame.index}"
+        unshifted = avatar.frames[avatar.frame_index(frame.index)].astype(int)
+        moved += int(np.abs(picture - unshifted)[outside].mean() > 2 * max(diff.mean(), 0.5))
+    assert moved >= 5  # the loop really was shifted: most frames differ from the unshifted ones
