@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dj_database_url
 from corsheaders.defaults import default_headers as cors_default_headers
+from django.core.exceptions import ImproperlyConfigured
 
 from musetalk_site.env import (
     env_bool,
@@ -271,6 +272,9 @@ WEBRTC_STUN_URLS = env_list("WEBRTC_STUN_URLS", [])
 WEBRTC_TURN_URLS = env_list("WEBRTC_TURN_URLS", [])
 WEBRTC_TURN_USERNAME = env_str("WEBRTC_TURN_USERNAME", "")
 WEBRTC_TURN_CREDENTIAL = env_str("WEBRTC_TURN_CREDENTIAL", "")
+WEBRTC_ICE_TRANSPORT_POLICY = env_str("WEBRTC_ICE_TRANSPORT_POLICY", "all")  # or "relay"
+if WEBRTC_ICE_TRANSPORT_POLICY not in ("all", "relay"):
+    raise ImproperlyConfigured("WEBRTC_ICE_TRANSPORT_POLICY must be 'all' or 'relay'")
 WEBRTC_AUDIO_PREBUFFER_SECONDS = env_float("WEBRTC_AUDIO_PREBUFFER_SECONDS", 0.2, minimum=0.0)
 WEBRTC_AUDIO_MAX_LEAD_SECONDS = env_float("WEBRTC_AUDIO_MAX_LEAD_SECONDS", 0.08, minimum=0.0)
 WEBRTC_AUDIO_MAX_LAG_SECONDS = env_float("WEBRTC_AUDIO_MAX_LAG_SECONDS", 0.12, minimum=0.0)

@@ -34,4 +34,5 @@ urlpatterns = [
     path("", include("sessions_app.urls")),
     path("", include("sessions_app.player_urls")),
     path("", include("sessions_app.hls_urls")),
+    path("", include("sessions_app.webrtc_urls")),
 ]

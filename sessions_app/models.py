@@ -33,6 +33,8 @@ class StreamSession(models.Model):
     batch_size = models.PositiveIntegerField(default=2)
     fps = models.PositiveIntegerField(default=25)
     chunk_duration = models.FloatField(default=2.0)
+    # WebRTC: frames/s sent to the viewer (>= fps: source frames repeated); None: fps
+    playback_fps = models.PositiveIntegerField(null=True, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.ACTIVE)
     created_at = models.DateTimeField(auto_now_add=True)
     expires_at = models.DateTimeField()
@@ -72,7 +74,15 @@ class StreamRequest(models.Model):
     worker_id = models.CharField(max_length=128, blank=True, help_text="Worker that claimed it")
     # The broker's id of its message: a queued utterance whose message was lost is failed.
     message_id = models.CharField(max_length=64, blank=True)
+    # How the worker delivers it: encoded chunks (SSE/MSE, HLS) or single frames (WebRTC, to
+    # the process holding the peer connection), starting at idle-loop position cycle_start.
+    delivery = models.CharField(
+        max_length=8, choices=[("chunks", "Chunks"), ("frames", "Frames")], default="chunks"
+    )
+    cycle_start = models.PositiveIntegerField(default=0)
 
+    CHUNKS = "chunks"
+    FRAMES = "frames"
     ACTIVE_STATUSES = (Status.QUEUED, Status.STREAMING)
 
     class Meta:

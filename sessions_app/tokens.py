@@ -54,6 +54,11 @@ def player_url(*, session_id: str) -> str:
     return f"/player/session/{session_id}?{TOKEN_PARAM}={player_token_make(session_id=session_id)}"
 
 
+def webrtc_player_url(*, session_id: str) -> str:
+    token = player_token_make(session_id=session_id)
+    return f"/webrtc/player/{session_id}?{TOKEN_PARAM}={token}"
+
+
 def player_chunk_url(*, chunk_url: str, token: str | None = None) -> str:
     """Where the fragmented copy of the chunk at ``chunk_url`` (``/chunks/<request>/<name>``)
     is served, opened by ``token`` (a player token of its session) when given."""

@@ -62,6 +62,7 @@ def session_create(
     kind: str = StreamSession.Kind.SSE,
     wait: bool = False,
     wait_seconds: float = MAX_WAIT_SECONDS,
+    playback_fps: int | None = None,
 ) -> StreamSession:
     """Open a streaming session on one of the owner's ready avatars. An avatar without its
     HLS idle parts (prepared before they were made at preparation) gets them from the worker.
@@ -80,6 +81,7 @@ def session_create(
             fps=fps,
             chunk_duration=chunk_duration,
             kind=kind,
+            playback_fps=playback_fps,
             expires_at=_expiry(),
         )
     if hls_idle_missing(avatar=avatar):
@@ -153,15 +155,28 @@ def session_stream_start(
 
 
 def session_stream_admit(
-    *, session: StreamSession, audio: UploadedFile, interrupt: bool = False, wait: bool = False
+    *,
+    session: StreamSession,
+    audio: UploadedFile,
+    interrupt: bool = False,
+    wait: bool = False,
+    delivery: str = StreamRequest.CHUNKS,
+    cycle_start: int = 0,
 ) -> tuple[StreamRequest, StreamAdmission]:
     """:func:`session_stream_start`, where ``wait`` queues an utterance beyond capacity
-    instead of refusing it (a worker takes it when it has room); says how it was admitted."""
+    instead of refusing it (a worker takes it when it has room); says how it was admitted.
+    ``delivery``: chunks, or frames for a WebRTC peer (starting at idle-loop position
+    ``cycle_start``)."""
     info = audio_upload_check(upload=audio)
     _check_open(session)
     _minutes_quota_check(session.owner, info.duration_s)
     admission = stream_admission_check(session=session, wait=wait)
-    request = StreamRequest(session=session, request_id=new_request_id(session.avatar.avatar_id))
+    request = StreamRequest(
+        session=session,
+        request_id=new_request_id(session.avatar.avatar_id),
+        delivery=delivery,
+        cycle_start=cycle_start,
+    )
     suffix = Path(audio.name or "audio.wav").suffix.lower()[:8] or ".wav"
     name = f"uploads/stream/{session.owner_id}/{request.request_id}{suffix}"
     request.audio_file.save(name, audio, save=False)

@@ -18,10 +18,11 @@ from avatars.services.avatar import avatar_dir
 from inference.config import GenerateConfig
 from inference.errors import StreamCancelled
 from inference.layout import AUDIO_TRACK, chunk_name
-from inference.sinks import Chunk, StreamResult
+from inference.sinks import Chunk, Frame, StreamResult
 from musetalk_site.broker import messages_lost
 from musetalk_site.engine import current_worker_id, get_engine
 from musetalk_site.quotas import quota_minutes_record
+from musetalk_site.redis_conn import redis_client
 from musetalk_site.runs import claimed_run, failure_message
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import event_publish
@@ -31,6 +32,7 @@ from sessions_app.services.session import (
     session_files_remove,
     session_touch,
 )
+from sessions_app.webrtc.transport import FramePublisher
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +91,9 @@ def stream_request_run(*, request_pk: int, wait_for_room: bool = False) -> None:
             internal_message=INTERNAL_ERROR,
         ):
             _publish(request, {"event": "speaking_started", "request_id": request.request_id})
+            if request.delivery == StreamRequest.FRAMES:
+                _frames_start(request, wait_for_room)
+                return
             progress = _Progress(request)
             stream = get_engine().stream_chunks(
                 avatar_dir(request.session.avatar),
@@ -107,8 +112,12 @@ def stream_request_run(*, request_pk: int, wait_for_room: bool = False) -> None:
             )
     except BaseException:
         _cleanup(request)
+        if request.delivery == StreamRequest.FRAMES:
+            _frames_end(request, "the utterance could not start")
         raise
     if stream is None:  # a typed failure, recorded by claimed_run
+        if request.delivery == StreamRequest.FRAMES:
+            _frames_end(request, "the utterance could not start")
         _cleanup(request)
         return
     stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
@@ -178,6 +187,86 @@ class _Progress:
                 _cleanup(request)
             finally:
                 close_old_connections()
+
+
+class _FrameProgress:
+    """One WebRTC utterance's frames as they are made (delivery threads): each one to the
+    Redis Stream the peer's process reads, then the end of it."""
+
+    def __init__(self, request: StreamRequest) -> None:
+        self.request = request
+        self.publisher = FramePublisher(redis_client(), request.request_id)
+
+    def frame_ready(self, frame: Frame) -> bool:
+        if frame.index == 0:
+            StreamRequest.objects.filter(pk=self.request.pk).update(first_chunk_at=timezone.now())
+            close_old_connections()
+        planes = frame.i420()
+        avatar = self.request.session.avatar
+        cycle = (self.request.cycle_start + frame.index) % (2 * (avatar.frame_count or 1))
+        self.publisher.frame(
+            index=frame.index,
+            cycle=cycle,
+            i420=planes.tobytes(),
+            width=planes.shape[1],
+            height=planes.shape[0] * 2 // 3,
+        )
+        return True
+
+    def finish(self, done: Future[StreamResult]) -> None:
+        request = self.request
+        frames = self.publisher.count
+        try:
+            error = done.exception()
+            if error is None or isinstance(error, StreamCancelled):
+                self.publisher.end()
+                seconds = frames / max(1, request.session.fps)
+                finished = StreamRequest.objects.filter(
+                    pk=request.pk, status=StreamRequest.Status.STREAMING
+                ).update(status=StreamRequest.Status.COMPLETED, finished_at=timezone.now())
+                if finished:
+                    quota_minutes_record(user_id=request.session.owner_id, seconds=seconds)
+                    payload = {"event": "complete", "total_frames": frames, **_ids(request)}
+                    _publish(request, payload)
+                    ended = {"event": "speaking_ended", "reason": "complete", **_ids(request)}
+                    _publish(request, ended)
+            else:
+                message = failure_message(error)
+                if message is None:
+                    logger.error("frames %s crashed", request.request_id, exc_info=error)
+                self.publisher.end(message or INTERNAL_ERROR)
+                _failed(request, message or INTERNAL_ERROR)
+        except Exception:
+            logger.exception("frames %s: finishing failed", request.request_id)
+        finally:
+            try:
+                _cleanup(request)
+            finally:
+                close_old_connections()
+
+
+def _frames_start(request: StreamRequest, wait_for_room: bool) -> None:
+    """Start a WebRTC utterance: its frames one by one to the peer's process."""
+    progress = _FrameProgress(request)
+    stream = get_engine().stream_frames(
+        avatar_dir(request.session.avatar),
+        Path(settings.MEDIA_ROOT) / _audio_name(request),
+        config=GenerateConfig(batch_size=request.session.batch_size, fps=request.session.fps),
+        on_frame=progress.frame_ready,
+        cycle_start=request.cycle_start,
+        cancelled=_stop_checker(request),
+        label=f"frames {request.request_id}",
+        wait_for_room=wait_for_room,
+    )
+    stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
+
+
+def _frames_end(request: StreamRequest, message: str) -> None:
+    """Tell the peer's process an utterance that never started is over."""
+    try:
+        FramePublisher(redis_client(), request.request_id).end(message)
+    except Exception:
+        logger.exception("frames %s: could not end its frame stream", request.request_id)
 
 
 def _stop_checker(request: StreamRequest) -> Callable[[], bool]:

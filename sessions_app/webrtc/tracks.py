@@ -27,6 +27,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -398,11 +399,13 @@ class SyncedAudioStreamTrack(SilenceAudioStreamTrack):
         return chunk
 
 
-def decode_pcm(path: str | Path) -> np.ndarray:
-    """An audio file as mono s16 PCM at 48 kHz (the WebRTC/Opus rate)."""
+def decode_pcm(source: str | Path | BinaryIO) -> np.ndarray:
+    """An audio file (a path or an open binary file) as mono s16 PCM at 48 kHz (the
+    WebRTC/Opus rate)."""
     resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
     parts: list[np.ndarray] = []
-    with av.open(str(path)) as container:
+    opened = av.open(source if not isinstance(source, str | Path) else str(source), mode="r")
+    with opened as container:
         if not container.streams.audio:
             raise ValueError("the file has no audio stream")
         for frame in container.decode(audio=0):
