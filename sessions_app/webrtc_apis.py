@@ -59,11 +59,25 @@ class WebrtcCreateApi(APIView):
                 )
             return attrs
 
+    class OutputSerializer(serializers.Serializer):
+        session_id = serializers.CharField()
+        player_url = serializers.CharField(help_text="The WebRTC player page, with its token")
+        avatar_id = serializers.CharField()
+        user_id = serializers.CharField()
+        ice_servers = serializers.ListField(
+            child=serializers.DictField(), help_text="[{urls, username?, credential?}]"
+        )
+        ice_transport_policy = serializers.ChoiceField(choices=["all", "relay"])
+        expires_in_seconds = serializers.IntegerField()
+        config = serializers.DictField(
+            help_text="fps, playback_fps, batch_size, chunk_duration, prebuffer_seconds"
+        )
+
     @extend_schema(
         parameters=[InputSerializer],
         request=None,
         responses={
-            200: serializers.DictField(),
+            200: OutputSerializer,
             403: error(QUOTA_SESSIONS),
             404: error("The caller has no avatar of that avatar_id."),
             409: error("The avatar is not ready."),
@@ -79,7 +93,7 @@ class WebrtcCreateApi(APIView):
             kind=StreamSession.Kind.WEBRTC,
             **data.validated_data,
         )
-        return Response(webrtc_created_payload(session))
+        return Response(self.OutputSerializer(webrtc_created_payload(session)).data)
 
 
 def webrtc_created_payload(session: StreamSession) -> dict[str, Any]:

@@ -96,6 +96,7 @@ def test_the_common_error_answers_follow_from_each_view(schema):
             "/sessions/create",
             "/hls/sessions/create",
             "/hls/groups/create",
+            "/webrtc/sessions/create",
         )  # an avatar_id
         assert ("404" in codes) == looks_up, f"{method} {path}"
         assert ("403" in codes) == (authenticated and method not in ("GET", "HEAD")), path
