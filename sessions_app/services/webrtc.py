@@ -12,8 +12,10 @@ The async functions run on the event loop; database work goes through ``sync_to_
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, BinaryIO, cast
@@ -22,6 +24,8 @@ import numpy as np
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
+from django.db import close_old_connections
+from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
 from musetalk_site.errors import ApplicationError
@@ -42,12 +46,71 @@ _idle: OrderedDict[tuple[str, int], IdleLoop] = OrderedDict()
 _idle_lock = threading.Lock()
 
 
+SWEEP_SECONDS = 5.0  # how often this process's peers are checked against their sessions
+CONNECT_SECONDS = 60.0  # a peer that has not connected by then is closed
+
+_sweeper: asyncio.Task[None] | None = None
+
+
 def peer_registry() -> PeerRegistry:
     """This process's peer connections (created on first use, on the running loop)."""
     global _registry
     if _registry is None:
         _registry = PeerRegistry(settings.REDIS_URL)
     return _registry
+
+
+def _ensure_sweeper() -> None:
+    """Start, on the running loop, the task that closes the peers of sessions that ended,
+    expired or were deleted (by any process), and peers that never connected."""
+    global _sweeper
+    if _sweeper is None or _sweeper.done():
+        # A context of its own: not the request's that happened to start it (whose
+        # thread-sensitive executor goes away with the request).
+        loop = asyncio.get_running_loop()
+        _sweeper = loop.create_task(_sweep_forever(), context=contextvars.Context())
+
+
+async def _sweep_forever() -> None:
+    while True:
+        await asyncio.sleep(SWEEP_SECONDS)
+        try:
+            await peers_sweep()
+        except Exception:
+            logger.exception("sweeping the WebRTC peers failed")
+
+
+def _open_session_ids(ids: list[str]) -> set[str]:
+    try:
+        return set(
+            StreamSession.objects.filter(
+                session_id__in=ids,
+                status=StreamSession.Status.ACTIVE,
+                expires_at__gt=timezone.now(),
+            ).values_list("session_id", flat=True)
+        )
+    finally:
+        close_old_connections()  # a thread of the default executor: no request closes it
+
+
+async def peers_sweep() -> list[str]:
+    """Close the peers whose session is no longer open, or that never connected; returns
+    the session ids closed."""
+    registry = peer_registry()
+    if not registry.peers:
+        return []
+    open_ids = await sync_to_async(_open_session_ids, thread_sensitive=False)(list(registry.peers))
+    now = time.monotonic()
+    closing = [
+        session_id
+        for session_id, peer in list(registry.peers.items())
+        if session_id not in open_ids
+        or (peer.state != "connected" and now - peer.created > CONNECT_SECONDS)
+    ]
+    for session_id in closing:
+        logger.info("closing the WebRTC peer of session %s", session_id)
+        await registry.close(session_id)
+    return closing
 
 
 def ice_servers() -> list[dict[str, Any]]:
@@ -107,6 +170,7 @@ async def webrtc_offer(*, session: StreamSession, offer: Any) -> dict[str, str]:
     if not isinstance(offer, dict):
         raise ApplicationError("The body must be a JSON object {sdp, type}.")
     loop = await asyncio.to_thread(idle_loop, session)
+    _ensure_sweeper()
     try:
         answer = await peer_registry().answer(session.session_id, offer, loop, peer_config(session))
     except SignalingError as exc:

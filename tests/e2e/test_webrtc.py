@@ -269,3 +269,32 @@ def test_bad_signaling_and_streams_get_clear_4xx_and_leave_no_peer(
 
     wait_for(no_peer, timeout=40)
     assert client.delete(f"/webrtc/sessions/{session_id}").status_code == 200
+
+
+def test_a_session_ended_elsewhere_closes_its_peer_connection(
+    live_stack: Stack, media_dir: Path
+) -> None:
+    """Ended through the plain sessions API (any process): the peer's process notices and
+    closes the connection; the viewer sees it close."""
+    client = ready_avatar_user(live_stack.base_url, media_dir / "face.mp4", "webrtc-ended")
+    created = _create(client, fps=FPS)
+    session_id = created["session_id"]
+
+    async def run() -> None:
+        viewer = Viewer(live_stack.base_url, session_id, _token(created))
+        await viewer.connect()
+        try:
+            assert (await asyncio.to_thread(client.get, "/webrtc/sessions/stats")).json()[
+                "peers"
+            ] == 1
+            ended = await asyncio.to_thread(client.delete, f"/sessions/{session_id}")
+            assert ended.status_code == 200, ended.text
+            deadline = time.monotonic() + 30
+            while viewer.pc.connectionState not in ("closed", "failed"):
+                assert time.monotonic() < deadline, viewer.pc.connectionState
+                await asyncio.sleep(0.2)
+        finally:
+            await viewer.close()
+
+    asyncio.run(run())
+    assert client.get("/webrtc/sessions/stats").json()["peers"] == 0
