@@ -18,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import av
+from django.conf import settings
 from django.http import Http404
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
+from musetalk_site.auth import TOKEN_PARAM
 from musetalk_site.errors import NotAuthenticatedError
 from sessions_app import selectors
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.realtime import events_after, last_event_id
 from sessions_app.services import session_chunk_served
+from sessions_app.services.webrtc import ice_servers
 from sessions_app.tokens import player_token_make, player_token_session_id
 
 logger = logging.getLogger(__name__)
@@ -202,3 +205,22 @@ def _codec_string(stream: Any) -> str | None:
     if context.name == "aac":
         return f"mp4a.40.{AAC_OBJECT_TYPES.get(context.profile or 'LC', 2)}"
     return None
+
+
+def webrtc_player_config(*, token: str | None, session_id: str, user: Any = None) -> dict[str, Any]:
+    """What the WebRTC player page hands to its script: where to signal and how to connect
+    (a WebRTC session only; the token goes along on every request)."""
+    session = player_session_get(token=token, session_id=session_id, user=user)
+    if session.kind != StreamSession.Kind.WEBRTC:
+        raise Http404(f"Session {session_id!r} is not a WebRTC session.")
+    query = f"?{TOKEN_PARAM}={token}" if token else ""
+    base = f"/webrtc/sessions/{session.session_id}"
+    return {
+        "session_id": session.session_id,
+        "offer_url": f"{base}/offer{query}",
+        "ice_url": f"{base}/ice{query}",
+        "status_url": f"{base}/status{query}",
+        "ice_servers": ice_servers(),
+        "ice_transport_policy": settings.WEBRTC_ICE_TRANSPORT_POLICY,
+        "fps": session.fps,
+    }

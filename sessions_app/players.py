@@ -32,6 +32,25 @@ async def mobile_player(request: HttpRequest) -> HttpResponse:
     return await _player_page(request, "players/mobile.html", request.GET.get("session_id", ""))
 
 
+async def webrtc_player(request: HttpRequest, session_id: str) -> HttpResponse:
+    """``GET /webrtc/player/{id}?token=``: the WebRTC player (the seed's ``player_url``)."""
+    token = request.GET.get(TOKEN_PARAM)
+    user = AnonymousUser() if token else await request_user(request)
+    return await sync_to_async(_webrtc_player_render)(request, session_id, token, user)
+
+
+def _webrtc_player_render(
+    request: HttpRequest, session_id: str, token: str | None, user: Any
+) -> HttpResponse:
+    try:
+        config = player_services.webrtc_player_config(token=token, session_id=session_id, user=user)
+    except Exception as exc:
+        return player_error_page(request, exc)
+    response = render(request, "players/webrtc.html", {"player": config})
+    response["Cache-Control"] = NO_STORE
+    return response
+
+
 async def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
     """With ``?token=``, that player token is the only credential; without one, the
     session's owner may open the page (session cookie or ``Authorization`` header)."""

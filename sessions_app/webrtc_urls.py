@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 import musetalk_site.converters  # noqa: F401 - registers <id:...>
-from sessions_app import webrtc_apis
+from sessions_app import players, webrtc_apis
 
 urlpatterns = [
     path("webrtc/sessions/create", webrtc_apis.WebrtcCreateApi.as_view(), name="webrtc-create"),
@@ -18,4 +18,5 @@ urlpatterns = [
     ),
     path("webrtc/sessions/<id:session_id>/status", webrtc_apis.webrtc_status, name="webrtc-status"),
     path("webrtc/sessions/<id:session_id>", webrtc_apis.webrtc_session, name="webrtc-session"),
+    path("webrtc/player/<id:session_id>", players.webrtc_player, name="webrtc-player"),
 ]

@@ -298,3 +298,73 @@ def test_a_session_ended_elsewhere_closes_its_peer_connection(
 
     asyncio.run(run())
     assert client.get("/webrtc/sessions/stats").json()["peers"] == 0
+
+
+PLAYER_STATE = (
+    "const p = window.musetalkWebrtcPlayer;"
+    "return p && Object.assign({}, p.state, {audioMuted: p.audio.muted,"
+    " debugText: document.querySelector('.debug').textContent,"
+    " status: document.querySelector('.status').textContent});"
+)
+
+
+def test_the_player_page_connects_and_decodes_frames_in_chromium(
+    live_stack: Stack, media_dir: Path, browser
+) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    client = ready_avatar_user(live_stack.base_url, media_dir / "face.mp4", "webrtc-browser")
+    created = _create(client, fps=FPS)
+    session_id = created["session_id"]
+    browser.get(client.url(created["player_url"] + "&debug=1"))
+
+    def player_when(predicate):
+        def check(driver):
+            state = driver.execute_script(PLAYER_STATE)
+            return state if state and predicate(state) else None
+
+        return check
+
+    state = WebDriverWait(browser, 90).until(
+        player_when(lambda s: s["connection"] == "connected" and s["framesDecoded"] > 10)
+    )
+    assert state["ice"] in ("connected", "completed") and state["audioMuted"]
+    assert "frames decoded" in state["debugText"] and state["status"] == "Connected"
+    browser.execute_script(
+        "window.postMessage({type: 'webrtc-audio', muted: false}, window.location.origin)"
+    )
+    WebDriverWait(browser, 10).until(player_when(lambda s: not s["audioMuted"]))
+    before = state["audioBytes"]
+    response = _stream(client, session_id, media_dir / "speech.wav")
+    assert response.status_code == 200, response.text
+    WebDriverWait(browser, 120).until(
+        player_when(lambda s: s["audioBytes"] > before + 2000 and s["framesDecoded"] > 60)
+    )
+    assert client.delete(f"/webrtc/sessions/{session_id}").status_code == 200
+
+
+def test_the_player_page_opens_with_its_token_only_for_webrtc_sessions(
+    live_stack: Stack, media_dir: Path
+) -> None:
+    client = ready_avatar_user(live_stack.base_url, media_dir / "face.mp4", "webrtc-page")
+    created = _create(client, fps=FPS)
+    page = requests.get(client.url(created["player_url"]), timeout=30)
+    assert page.status_code == 200 and page.headers["Cache-Control"] == "no-store"
+    token = _token(created)
+    assert f"/webrtc/sessions/{created['session_id']}/offer?token={token}" in page.text
+    bad = requests.get(client.url(f"/webrtc/player/{created['session_id']}?token=x"), timeout=30)
+    assert bad.status_code == 401 and "not valid" in bad.text
+    sse = client.post("/sessions/create?avatar_id=host").json()
+    sse_token = sse["player_url"].split("?token=")[1]
+    other_kind = requests.get(
+        client.url(f"/webrtc/player/{sse['session_id']}?token={sse_token}"), timeout=30
+    )
+    assert other_kind.status_code == 404
+    offer = requests.post(
+        client.url(f"/webrtc/sessions/{sse['session_id']}/offer?token={sse_token}"),
+        json={"sdp": "v=0", "type": "offer"},
+        timeout=30,
+    )
+    assert offer.status_code == 404 and "not a WebRTC session" in offer.json()["message"]
+    for session_id in (created["session_id"], sse["session_id"]):
+        assert client.delete(f"/sessions/{session_id}").status_code == 200
