@@ -368,3 +368,73 @@ def test_the_player_page_opens_with_its_token_only_for_webrtc_sessions(
     assert offer.status_code == 404 and "not a WebRTC session" in offer.json()["message"]
     for session_id in (created["session_id"], sse["session_id"]):
         assert client.delete(f"/sessions/{session_id}").status_code == 200
+
+
+def test_a_client_following_the_seed_load_testers_protocol_completes(
+    live_stack: Stack, media_dir: Path
+) -> None:
+    """As the seed's load tester drives a session: create with query parameters (no body),
+    an offer after its own ICE gathering, the upload, then status every 0.5 s: "live" once
+    ``active_stream`` is set and any of the live flags holds; "done" once ``active_stream``
+    is empty, ``live_active`` false, and the sync clock inactive or generation complete."""
+    client = ready_avatar_user(live_stack.base_url, media_dir / "face.mp4", "webrtc-loadtest")
+    created = client.post(
+        "/webrtc/sessions/create?avatar_id=host&user_id=load-1&fps=25&playback_fps=30"
+        "&batch_size=4&chunk_duration=1"
+    ).json()
+    assert created["config"] == {
+        "fps": 25,
+        "playback_fps": 30,
+        "batch_size": 4,
+        "chunk_duration": 1.0,
+        "prebuffer_seconds": 0.2,
+    }
+    session_id = created["session_id"]
+
+    async def run() -> dict:
+        viewer = Viewer(live_stack.base_url, session_id, _token(created))
+        await viewer.connect()
+        try:
+            response = await asyncio.to_thread(
+                _stream, client, session_id, media_dir / "speech.wav"
+            )
+            assert response.status_code == 200, response.text
+            started = time.monotonic()
+            live_at = done_at = None
+            polls = 0
+            while done_at is None:
+                assert time.monotonic() - started < 120, "the utterance never finished"
+                status = await asyncio.to_thread(_status, client, session_id)
+                polls += 1
+                stats = status["track_stats"] or {}
+                video, clock = stats.get("video", {}), stats.get("sync_clock", {})
+                flags = (
+                    video.get("live_released"),
+                    video.get("prebuffer_ready"),
+                    video.get("live_active"),
+                    clock.get("playout_released"),
+                )
+                if live_at is None and status["active_stream"] and any(flags):
+                    live_at = time.monotonic()
+                finished = not status["active_stream"] and not video.get("live_active")
+                if (
+                    live_at
+                    and finished
+                    and (not clock.get("active") or video.get("generation_complete"))
+                ):
+                    done_at = time.monotonic()
+                await asyncio.sleep(0.5)
+            frames = len(viewer.video)
+            return {
+                "live": live_at - started,
+                "done": done_at - started,
+                "polls": polls,
+                "frames": frames,
+            }
+        finally:
+            await viewer.close()
+
+    got = asyncio.run(run())
+    assert got["live"] < got["done"] and got["polls"] >= 3
+    print(f"load-tester protocol: live after {got['live']:.2f} s, done after {got['done']:.2f} s")
+    assert client.delete(f"/webrtc/sessions/{session_id}").json()["status"] == "deleted"
