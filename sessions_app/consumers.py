@@ -6,12 +6,13 @@ import json
 from typing import Any
 from urllib.parse import parse_qs
 
+from asgiref.sync import sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.contrib.auth.models import AnonymousUser
 from django.core.serializers.json import DjangoJSONEncoder
 
 from musetalk_site.auth import TOKEN_PARAM
-from musetalk_site.errors import websocket_refuse
+from musetalk_site.errors import ApplicationError, error_payload, websocket_refuse
 from sessions_app.feeds import (
     ChunkLinks,
     chunk_links_for,
@@ -21,6 +22,7 @@ from sessions_app.feeds import (
 )
 from sessions_app.models import StreamSession
 from sessions_app.realtime import EventCursor, SessionEvent, is_terminal, session_group
+from sessions_app.services import webrtc
 
 
 class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
@@ -29,6 +31,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
     group = ""
     cursor: EventCursor | None = None
     links: ChunkLinks | None = None
+    session: StreamSession | None = None
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
@@ -47,6 +50,7 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
         except Exception as exc:
             await websocket_refuse(self, exc)
             return
+        self.session = session
         self.group = session_group(session.session_id)
         # Chunk urls open as the SSE feed's do (fragmented copies, for MSE players).
         self.links = chunk_links_for(self._query(TOKEN_PARAM), session_id=session.session_id)
@@ -75,3 +79,63 @@ class SessionEventsConsumer(AsyncJsonWebsocketConsumer):
                 self.cursor = None
                 await self.close()
                 return
+
+
+class WebrtcSignalingConsumer(SessionEventsConsumer):
+    """``ws/webrtc/{id}/?token=...``: the session's events (as ``ws/sessions/{id}/``), and
+    the signaling of ``/webrtc/sessions/{id}/offer`` and ``/ice`` as messages:
+
+    - ``{"type": "offer", "sdp"}`` -> ``{"type": "answer", "sdp"}`` (after ICE gathering);
+    - ``{"type": "ice", "candidate", "sdpMid", "sdpMLineIndex"}`` -> ``{"type": "ice", "status":
+      "ok"}`` (a null candidate ends them);
+    - anything wrong -> ``{"type": "error", "message", "extra"}``; the socket stays open.
+    """
+
+    async def connect(self) -> None:
+        await super().connect()
+        session = self.session
+        if session is None:
+            return  # refused
+        if session.kind != StreamSession.Kind.WEBRTC:
+            await self.close(code=4404)
+            return
+        await sync_to_async(lambda: session.avatar)()  # loaded here, not on the event loop
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        session = self.session
+        if session is None:
+            return
+        kind = content.get("type") if isinstance(content, dict) else None
+        try:
+            if kind == "offer":
+                answer = await webrtc.webrtc_offer(
+                    session=session, offer={"sdp": content.get("sdp"), "type": "offer"}
+                )
+                await self.send_json(answer)
+            elif kind in ("ice", "candidate"):
+                fields = ("candidate", "sdpMid", "sdpMLineIndex")
+                candidate = {k: content.get(k) for k in fields} if "candidate" in content else {}
+                await webrtc.webrtc_candidate(session=session, payload=candidate)
+                await self.send_json({"type": "ice", "status": "ok"})
+            else:
+                raise ApplicationError(
+                    f"Unknown message type {kind!r}: expected offer or ice.",
+                    {"type": kind},
+                )
+        except Exception as exc:
+            payload = error_payload(exc)
+            if payload is None:
+                raise
+            await self.send_json({"type": "error", **payload.body()})
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, **kwargs: Any
+    ) -> None:
+        try:
+            content = json.loads(text_data or "")
+        except ValueError:
+            await self.send_json(
+                {"type": "error", "message": "Messages must be JSON.", "extra": {}}
+            )
+            return
+        await self.receive_json(content)

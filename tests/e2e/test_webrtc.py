@@ -438,3 +438,81 @@ def test_a_client_following_the_seed_load_testers_protocol_completes(
     assert got["live"] < got["done"] and got["polls"] >= 3
     print(f"load-tester protocol: live after {got['live']:.2f} s, done after {got['done']:.2f} s")
     assert client.delete(f"/webrtc/sessions/{session_id}").json()["status"] == "deleted"
+
+
+def test_signaling_and_events_over_the_websocket(live_stack: Stack, media_dir: Path) -> None:
+    """``ws/webrtc/{id}/``: offer -> answer and trickled candidates as messages, mistakes as
+    error messages (the socket stays open), and the session's events on the same socket."""
+    import websocket
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    client = ready_avatar_user(live_stack.base_url, media_dir / "face.mp4", "webrtc-ws")
+    created = _create(client, fps=FPS)
+    session_id, token = created["session_id"], _token(created)
+    ws_url = live_stack.base_url.replace("http://", "ws://") + f"/ws/webrtc/{session_id}/"
+    ws = websocket.create_connection(
+        f"{ws_url}?token={token}", timeout=60, origin=live_stack.base_url
+    )
+
+    def exchange(message: dict, want: str) -> dict:
+        ws.send(json.dumps(message))
+        while True:
+            reply = json.loads(ws.recv())
+            if reply.get("type") in (want, "error"):
+                return reply
+
+    try:
+        assert exchange({"type": "hello"}, "error")["message"].startswith("Unknown message")
+        bad = exchange({"type": "offer", "sdp": "nonsense"}, "answer")
+        assert bad["type"] == "error" and "not a session description" in bad["message"]
+        early = exchange({"type": "ice", "candidate": None}, "ice")
+        assert early["type"] == "error" and "offer" in early["message"]
+
+        async def run() -> list[dict]:
+            pc = RTCPeerConnection()
+            pc.addTransceiver("video", direction="recvonly")
+            pc.addTransceiver("audio", direction="recvonly")
+            frames: list = []
+
+            @pc.on("track")
+            def on_track(track) -> None:
+                async def pull() -> None:
+                    while True:
+                        try:
+                            frames.append(await track.recv())
+                        except Exception:
+                            return
+
+                if track.kind == "video":
+                    asyncio.ensure_future(pull())
+
+            try:
+                await pc.setLocalDescription(await pc.createOffer())
+                offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+                answer = await asyncio.to_thread(exchange, offer, "answer")
+                assert answer["type"] == "answer", answer
+                await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+                end = await asyncio.to_thread(exchange, {"type": "ice", "candidate": None}, "ice")
+                assert end == {"type": "ice", "status": "ok"}
+                deadline = time.monotonic() + 30
+                while len(frames) < 10:
+                    assert time.monotonic() < deadline, pc.connectionState
+                    await asyncio.sleep(0.05)
+                streamed = await asyncio.to_thread(
+                    _stream, client, session_id, media_dir / "speech.wav"
+                )
+                assert streamed.status_code == 200, streamed.text
+                events: list[dict] = []
+                while not any(e.get("event") == "speaking_ended" for e in events):
+                    events.append(json.loads(await asyncio.to_thread(ws.recv)))
+                return events
+            finally:
+                await pc.close()
+
+        events = asyncio.run(run())
+        names = [e["event"] for e in events if "event" in e]
+        assert names[0] == "speaking_started" and "complete" in names, names
+        assert all(isinstance(e["id"], int) for e in events if "event" in e)
+    finally:
+        ws.close()
+    assert client.delete(f"/webrtc/sessions/{session_id}").status_code == 200
