@@ -25,6 +25,7 @@ from aiortc import (
     RTCIceCandidate,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.sdp import candidate_from_sdp
@@ -140,6 +141,13 @@ def parse_candidate(payload: Any) -> RTCIceCandidate | None:
     return candidate
 
 
+def _h264_first() -> list[Any]:
+    """Video codecs with H.264 first (hardware decoders on phones; VP8 when the viewer
+    offers no H.264)."""
+    codecs = RTCRtpSender.getCapabilities("video").codecs
+    return sorted(codecs, key=lambda codec: codec.mimeType.lower() != "video/h264")
+
+
 class PeerRegistry:
     """The process's peers by session id (one asyncio loop owns them all)."""
 
@@ -186,16 +194,13 @@ class PeerRegistry:
                 await self.close(session_id)
 
         try:
+            # Our transceivers first: the offer's m-lines take them (codecs are settled as
+            # the offer is applied, so the H.264 preference must be there already).
+            pc.addTransceiver(video, direction="sendonly").setCodecPreferences(_h264_first())
+            pc.addTransceiver(audio, direction="sendonly")
             await pc.setRemoteDescription(description)
-            kinds = {t.kind for t in pc.getTransceivers()}
-            if "video" not in kinds:
+            if not any(t.kind == "video" and t.mid is not None for t in pc.getTransceivers()):
                 raise SignalingError("the offer has no video m-line (add a recvonly transceiver)")
-            for transceiver in pc.getTransceivers():
-                transceiver.direction = "sendonly"
-                if transceiver.kind == "video":
-                    transceiver.sender.replaceTrack(video)
-                elif transceiver.kind == "audio":
-                    transceiver.sender.replaceTrack(audio)
             await pc.setLocalDescription(await pc.createAnswer())  # waits for ICE gathering
         except SignalingError:
             await self.close(session_id)

@@ -68,6 +68,9 @@ async def _connect(registry: PeerRegistry, session_id: str) -> Client:
     idle = IdleLoop([_flat(40 + 10 * p) for p in range(4)])
     answer = await registry.answer(session_id, await client.offer(), idle, PeerConfig(fps=FPS))
     assert answer.type == "answer" and "a=candidate" in answer.sdp  # gathered before answering
+    video = answer.sdp[answer.sdp.index("m=video") :]
+    first = video.split("\r\n")[0].split()[3]  # the first payload type of the video m-line
+    assert f"a=rtpmap:{first} H264/90000" in video  # H.264 preferred
     await client.pc.setRemoteDescription(answer)
     for _ in range(100):
         if registry.get(session_id).state == "connected":
