@@ -1,8 +1,22 @@
-"""WebRTC delivery: what moving live frames from the worker to the peer's process costs.
+"""WebRTC delivery: the frame transport's cost, and sessions end to end on the real stack.
 
-Not a test. Run from the repository root (a Redis on ``--redis-url``, or one started here)::
+Not a test. Run from the repository root::
 
-    .venv/bin/python -m bench.webrtc --streams 1,4,8,16 --seconds 4
+    .venv/bin/python -m bench.webrtc --streams 1,4,8,16 --seconds 4      # transport only
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.webrtc --mode sessions --peers 1,2,4
+    HF_HUB_OFFLINE=1 .venv/bin/python -m bench.webrtc --mode sessions --profile random-full
+
+``sessions``: the platform on free ports (embedded Redis, worker, daphne; ``bench/soak.py``'s
+setup), one avatar prepared through the API, and aiortc viewers negotiating through
+``/webrtc/sessions/{id}/offer``. Latency: ``--utterances`` utterances of ``--speech`` seconds,
+one after another, each timed from the moment its upload's answer came back to the first live
+frame the viewer received (a frame is live when more than 0.5% of its pixels differ by over 40
+levels from every idle frame seen before: the generated face); the intervals between frames
+received while live. Peers: K viewers at once, idle for 2 s then all speaking; per viewer the
+frames/s received idle and live and the worst interval; a process sustains K peers when every
+viewer receives at least 90% of the session fps while live. The viewers decode in this process,
+on the same machine. Results: ``bench/results/webrtc-sessions-<profile>-<device>.json`` and
+``.md``.
 
 ``transport``: K streams at once, each a thread that makes frames at ``--fps`` in real time
 (576x768 BGR from ``sun.mp4``, or synthesized) and publishes them the way the worker does
@@ -21,6 +35,7 @@ import asyncio
 import os
 import platform
 import statistics
+import tempfile
 import threading
 import time
 import uuid
@@ -30,14 +45,17 @@ from typing import Any
 import numpy as np
 import redis
 import redis.asyncio
+import requests
 
 from bench.engine import write_results
+from bench.soak import AVATAR_ID
 from inference.sinks import Frame
 from musetalk_site.stack import Stack, StackConfig, free_port
 from sessions_app.webrtc.transport import FramePublisher, StreamEnd, read_frames
-from tests.media import SHARED_MEDIA
+from tests.media import SHARED_MEDIA, make_face_video, make_speech_wav
 
 RESULTS = Path(__file__).resolve().parent / "results"
+
 DEFAULT_VIDEO = SHARED_MEDIA / "sun.mp4"
 
 
@@ -169,8 +187,239 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+# -- sessions end to end ------------------------------------------------------------------------
+
+
+def _is_live(picture: np.ndarray, idle: list[np.ndarray]) -> bool:
+    share = min(float((np.abs(picture - known) > 40).mean()) for known in idle)
+    return share > 0.005
+
+
+def _luma(frame: Any) -> np.ndarray:
+    return frame.to_ndarray(format="yuv420p")[: frame.height].astype(np.int16)
+
+
+async def _viewer(base: str, created: dict[str, Any]) -> Any:
+    from tests.e2e.webrtc_client import Viewer
+
+    viewer = Viewer(base, created["session_id"], created["player_url"].split("?token=")[1])
+    await viewer.connect()
+    return viewer
+
+
+def _upload(base: str, token: str, session_id: str, audio: Path) -> float:
+    with audio.open("rb") as handle:
+        response = requests.post(
+            f"{base}/webrtc/sessions/{session_id}/stream",
+            headers={"Authorization": f"Token {token}"},
+            files={"audio_file": (audio.name, handle, "audio/wav")},
+            timeout=120,
+        )
+    response.raise_for_status()
+    return time.monotonic()
+
+
+def _create(base: str, token: str, fps: int) -> dict[str, Any]:
+    response = requests.post(
+        f"{base}/webrtc/sessions/create?avatar_id={AVATAR_ID}&fps={fps}&batch_size=4",
+        headers={"Authorization": f"Token {token}"},
+        timeout=60,
+    )
+    response.raise_for_status()
+    return dict(response.json())
+
+
+def _quantiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"median": None, "p95": None, "max": None}
+    ordered = sorted(values)
+    return {
+        "median": statistics.median(ordered),
+        "p95": ordered[int(0.95 * (len(ordered) - 1))],
+        "max": ordered[-1],
+    }
+
+
+async def _latency(base: str, token: str, args: argparse.Namespace, speech: Path) -> dict:
+    created = await asyncio.to_thread(_create, base, token, args.fps)
+    viewer = await _viewer(base, created)
+    runs = []
+    try:
+        idle_frames = await viewer.frames_after(0, 3 * args.fps)
+        idle = [_luma(r.frame) for r in idle_frames]
+        for _ in range(args.utterances):
+            mark = len(viewer.video)
+            posted = await asyncio.to_thread(_upload, base, token, created["session_id"], speech)
+            deadline = time.monotonic() + args.speech * 4 + 60
+            live: list[Any] = []
+            seen = mark
+            quiet = 0
+            while time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+                for received in viewer.video[seen:]:
+                    if _is_live(_luma(received.frame), idle):
+                        live.append(received)
+                        quiet = 0
+                    elif live:
+                        quiet += 1
+                seen = len(viewer.video)
+                if live and quiet > args.fps:  # a second of idle after live frames: over
+                    break
+            if not live:
+                runs.append({"first_live_ms": None, "live_frames": 0, "intervals_ms": []})
+                continue
+            span = [r for r in viewer.video[mark:seen] if live[0].at <= r.at <= live[-1].at]
+            gaps = [1000 * (b.at - a.at) for a, b in zip(span, span[1:], strict=False)]
+            runs.append(
+                {
+                    "first_live_ms": 1000 * (live[0].at - posted),
+                    "live_frames": len(live),
+                    "intervals_ms": gaps,
+                }
+            )
+    finally:
+        await viewer.close()
+        await asyncio.to_thread(
+            requests.delete,
+            f"{base}/webrtc/sessions/{created['session_id']}",
+            headers={"Authorization": f"Token {token}"},
+            timeout=30,
+        )
+    firsts = [r["first_live_ms"] for r in runs if r["first_live_ms"] is not None]
+    intervals = [gap for r in runs for gap in r["intervals_ms"]]
+    return {
+        "utterances": len(runs),
+        "with_live_frames": len(firsts),
+        "first_live_ms": _quantiles(firsts),
+        "first_live_ms_all": firsts,
+        "live_interval_ms": _quantiles(intervals),
+        "live_frames": [r["live_frames"] for r in runs],
+    }
+
+
+async def _peers(base: str, token: str, k: int, args: argparse.Namespace, speech: Path) -> dict:
+    created = [await asyncio.to_thread(_create, base, token, args.fps) for _ in range(k)]
+    viewers = [await _viewer(base, c) for c in created]
+    try:
+        await asyncio.sleep(1.0)
+        marks = [len(v.video) for v in viewers]
+        await asyncio.sleep(2.0)
+        idle_fps = [(len(v.video) - m) / 2.0 for v, m in zip(viewers, marks, strict=True)]
+        marks = [len(v.video) for v in viewers]
+        began = time.monotonic()
+        await asyncio.gather(
+            *(asyncio.to_thread(_upload, base, token, c["session_id"], speech) for c in created)
+        )
+        await asyncio.sleep(args.speech + 1.0)
+        spent = time.monotonic() - began
+        live_fps = [(len(v.video) - m) / spent for v, m in zip(viewers, marks, strict=True)]
+        worst_gap = max(
+            (
+                1000 * (b.at - a.at)
+                for v, m in zip(viewers, marks, strict=True)
+                for a, b in zip(v.video[m:], v.video[m + 1 :], strict=False)
+            ),
+            default=0.0,
+        )
+    finally:
+        for viewer in viewers:
+            await viewer.close()
+        for c in created:
+            await asyncio.to_thread(
+                requests.delete,
+                f"{base}/webrtc/sessions/{c['session_id']}",
+                headers={"Authorization": f"Token {token}"},
+                timeout=30,
+            )
+    return {
+        "peers": k,
+        "idle_fps_min": min(idle_fps),
+        "live_fps_min": min(live_fps),
+        "live_fps_mean": statistics.mean(live_fps),
+        "worst_interval_ms": worst_gap,
+        "sustained": min(live_fps) >= 0.9 * args.fps,
+    }
+
+
+def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
+    from bench.soak import Tally, api_token, prepare_avatar, stack_env
+
+    with tempfile.TemporaryDirectory(prefix="bench-webrtc-") as tmp:
+        work = Path(tmp)
+        env_args = argparse.Namespace(profile=args.profile, device=args.device)
+        env = stack_env(env_args, work)
+        video = make_face_video(work / "face.mp4", seconds=1.0, fps=25, size=(256, 320))
+        speech = make_speech_wav(work / "speech.wav", seconds=args.speech)
+        token = api_token(env)
+        config = StackConfig(port=free_port(), var_dir=work / "var", env=env, log_dir=work / "logs")
+        with Stack(config) as stack:
+            stack.start(health_timeout=600)
+            base = stack.base_url
+            prepare_s = prepare_avatar(base, token, video, Tally())
+            latency = asyncio.run(_latency(base, token, args, speech))
+            print("latency", {k: v for k, v in latency.items() if k != "first_live_ms_all"})
+            peers = []
+            for k in (int(n) for n in args.peers.split(",")):
+                result = asyncio.run(_peers(base, token, k, args, speech))
+                print(result, flush=True)
+                peers.append(result)
+    return {
+        "environment": {
+            "device": args.device,
+            "profile": args.profile,
+            "host": platform.node(),
+            "cpu_count": os.cpu_count(),
+        },
+        "fps": args.fps,
+        "speech_seconds": args.speech,
+        "avatar": "256x320 synthesized face, prepared through the API",
+        "prepare_s": round(prepare_s, 1),
+        "latency": latency,
+        "peers": peers,
+    }
+
+
+def sessions_markdown(summary: dict[str, Any]) -> str:
+    env, latency = summary["environment"], summary["latency"]
+
+    def ms(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.0f}"
+
+    first, gaps = latency["first_live_ms"], latency["live_interval_ms"]
+    lines = [
+        f"# WebRTC sessions end to end: {env['profile']} on {env['device']}",
+        "",
+        f"**RANDOM WEIGHTS** ({env['profile']}): the face is noise, the costs are the "
+        f"platform's. Host {env['host']} ({env['cpu_count']} CPUs): web, worker, Redis and the "
+        f"aiortc viewers all on it. {summary['avatar']}; {summary['speech_seconds']} s "
+        f"utterances at {summary['fps']} fps.",
+        "",
+        f"- first live frame after the upload's answer: median **{ms(first['median'])} ms**, "
+        f"p95 {ms(first['p95'])}, max {ms(first['max'])} ({latency['with_live_frames']} of "
+        f"{latency['utterances']} utterances)",
+        f"- intervals between frames received while live: median {ms(gaps['median'])} ms, "
+        f"p95 {ms(gaps['p95'])}, max {ms(gaps['max'])} (ideal {1000 / summary['fps']:.0f})",
+        "",
+        "| peers | idle fps (min) | live fps (min / mean) | worst interval ms | sustained |",
+        "|---|---|---|---|---|",
+    ]
+    for r in summary["peers"]:
+        lines.append(
+            f"| {r['peers']} | {r['idle_fps_min']:.1f} | {r['live_fps_min']:.1f} / "
+            f"{r['live_fps_mean']:.1f} | {r['worst_interval_ms']:.0f} | "
+            f"{'yes' if r['sustained'] else '**no**'} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.webrtc", description=__doc__)
+    parser.add_argument("--mode", default="transport", choices=["transport", "sessions"])
+    parser.add_argument("--profile", default="random-tiny", choices=["random-tiny", "random-full"])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--utterances", type=int, default=5)
+    parser.add_argument("--speech", type=float, default=2.0, help="seconds per utterance")
+    parser.add_argument("--peers", default="1,2,4", help="concurrent viewers per round")
     parser.add_argument("--redis-url", default="", help="default: a redis-server started here")
     parser.add_argument("--streams", default="1,4,8,16")
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -178,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
+    if args.mode == "sessions":
+        summary = run_sessions(args)
+        name = f"webrtc-sessions-{args.profile}"
+        write_results(args.out_dir, name, summary, sessions_markdown(summary))
+        return 0
     stack = None
     url = args.redis_url
     if not url:
