@@ -39,6 +39,8 @@ from musetalk_site.heartbeat import beat_delete, beats_read
 
 logger = logging.getLogger(__name__)
 
+WORKER_POLL_MS = 100
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 GENERATE_QUEUES = ("default", "generate", "stream")
 PREPARE_QUEUES = ("prepare",)
@@ -116,6 +118,9 @@ class Stack:
         self.env = {**os.environ, **config.env}
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "musetalk_site.settings")
+        # An idle Dramatiq consumer polls Redis with a backoff up to this many ms (its default,
+        # 1000, let a live utterance wait up to a second for an idle worker to notice it).
+        self.env.setdefault("dramatiq_worker_timeout", str(WORKER_POLL_MS))
         self._hurry = threading.Event()
 
     @property
