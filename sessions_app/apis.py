@@ -81,6 +81,15 @@ class SessionOutputSerializer(serializers.Serializer):
     idle_seconds = serializers.FloatField()
 
 
+# What creating a session of any kind may answer besides 200.
+SESSION_CREATE_ERRORS = {
+    403: error(QUOTA_SESSIONS),
+    404: error("The caller has no avatar of that avatar_id."),
+    409: error("The avatar is not ready."),
+    429: error(CAPACITY_FULL),
+}
+
+
 class SessionCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         avatar_id = serializers.CharField(max_length=64)
@@ -106,13 +115,7 @@ class SessionCreateApi(APIView):
     @extend_schema(
         parameters=[InputSerializer],
         request=None,
-        responses={
-            200: OutputSerializer,
-            403: error(QUOTA_SESSIONS),
-            404: error("The caller has no avatar of that avatar_id."),
-            409: error("The avatar is not ready."),
-            429: error(CAPACITY_FULL),
-        },
+        responses={200: OutputSerializer, **SESSION_CREATE_ERRORS},
         tags=["sessions"],
     )
     def post(self, request: Request) -> Response:

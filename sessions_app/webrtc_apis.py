@@ -27,12 +27,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from musetalk_site.auth import TOKEN_PARAM, authenticated_user, request_user
-from musetalk_site.capacity import CAPACITY_FULL
 from musetalk_site.errors import ApplicationError, error_response
 from musetalk_site.params import query_or_form
-from musetalk_site.schema import QUOTA_SESSIONS, error
 from musetalk_site.uploads import require_upload
 from sessions_app import selectors, services
+from sessions_app.apis import SESSION_CREATE_ERRORS
 from sessions_app.models import StreamRequest, StreamSession
 from sessions_app.services import webrtc
 from sessions_app.tokens import webrtc_player_url
@@ -76,13 +75,7 @@ class WebrtcCreateApi(APIView):
     @extend_schema(
         parameters=[InputSerializer],
         request=None,
-        responses={
-            200: OutputSerializer,
-            403: error(QUOTA_SESSIONS),
-            404: error("The caller has no avatar of that avatar_id."),
-            409: error("The avatar is not ready."),
-            429: error(CAPACITY_FULL),
-        },
+        responses={200: OutputSerializer, **SESSION_CREATE_ERRORS},
         tags=["webrtc"],
     )
     def post(self, request: Request) -> Response:
