@@ -307,11 +307,13 @@ async def _peers(base: str, token: str, k: int, args: argparse.Namespace, speech
         idle_fps = [(len(v.video) - m) / 2.0 for v, m in zip(viewers, marks, strict=True)]
         marks = [len(v.video) for v in viewers]
         began = time.monotonic()
+        probe = asyncio.ensure_future(_responsiveness(base, args.speech + 1.0))
         await asyncio.gather(
             *(asyncio.to_thread(_upload, base, token, c["session_id"], speech) for c in created)
         )
         await asyncio.sleep(args.speech + 1.0)
         spent = time.monotonic() - began
+        health_ms = await probe
         live_fps = [(len(v.video) - m) / spent for v, m in zip(viewers, marks, strict=True)]
         worst_gap = max(
             (
@@ -337,8 +339,21 @@ async def _peers(base: str, token: str, k: int, args: argparse.Namespace, speech
         "live_fps_min": min(live_fps),
         "live_fps_mean": statistics.mean(live_fps),
         "worst_interval_ms": worst_gap,
+        "health_ms": _quantiles(health_ms),
         "sustained": min(live_fps) >= 0.9 * args.fps,
     }
+
+
+async def _responsiveness(base: str, seconds: float) -> list[float]:
+    """``GET /health`` every 0.2 s while the peers speak: how long the web process takes."""
+    took: list[float] = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        started = time.monotonic()
+        await asyncio.to_thread(requests.get, f"{base}/health", timeout=30)
+        took.append(1000 * (time.monotonic() - started))
+        await asyncio.sleep(0.2)
+    return took
 
 
 def run_sessions(args: argparse.Namespace) -> dict[str, Any]:
@@ -400,13 +415,16 @@ def sessions_markdown(summary: dict[str, Any]) -> str:
         f"- intervals between frames received while live: median {ms(gaps['median'])} ms, "
         f"p95 {ms(gaps['p95'])}, max {ms(gaps['max'])} (ideal {1000 / summary['fps']:.0f})",
         "",
-        "| peers | idle fps (min) | live fps (min / mean) | worst interval ms | sustained |",
-        "|---|---|---|---|---|",
+        "| peers | idle fps (min) | live fps (min / mean) | worst interval ms | "
+        "GET /health ms median / p95 while live | sustained |",
+        "|---|---|---|---|---|---|",
     ]
     for r in summary["peers"]:
+        health = r["health_ms"]
         lines.append(
             f"| {r['peers']} | {r['idle_fps_min']:.1f} | {r['live_fps_min']:.1f} / "
             f"{r['live_fps_mean']:.1f} | {r['worst_interval_ms']:.0f} | "
+            f"{ms(health['median'])} / {ms(health['p95'])} | "
             f"{'yes' if r['sustained'] else '**no**'} |"
         )
     return "\n".join(lines) + "\n"
