@@ -3,6 +3,7 @@ files they load with nothing but the player token of their URL."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -34,39 +35,46 @@ async def mobile_player(request: HttpRequest) -> HttpResponse:
 
 async def webrtc_player(request: HttpRequest, session_id: str) -> HttpResponse:
     """``GET /webrtc/player/{id}?token=``: the WebRTC player (the seed's ``player_url``)."""
-    token = request.GET.get(TOKEN_PARAM)
-    user = AnonymousUser() if token else await request_user(request)
-    return await sync_to_async(_webrtc_player_render)(request, session_id, token, user)
+    return await _player_page(
+        request, "players/webrtc.html", session_id, player_services.webrtc_player_config
+    )
 
 
-def _webrtc_player_render(
-    request: HttpRequest, session_id: str, token: str | None, user: Any
+def _session_player_config(*, token: str | None, session_id: str, user: Any) -> dict[str, Any]:
+    return player_services.player_config(token=token, session_id=session_id, user=user).to_dict()
+
+
+PlayerConfig = Callable[..., dict[str, Any]]  # (token=, session_id=, user=) -> the page's config
+
+
+async def _player_page(
+    request: HttpRequest,
+    template: str,
+    session_id: str,
+    config: PlayerConfig = _session_player_config,
 ) -> HttpResponse:
-    try:
-        config = player_services.webrtc_player_config(token=token, session_id=session_id, user=user)
-    except Exception as exc:
-        return player_error_page(request, exc)
-    response = render(request, "players/webrtc.html", {"player": config})
-    response["Cache-Control"] = NO_STORE
-    return response
-
-
-async def _player_page(request: HttpRequest, template: str, session_id: str) -> HttpResponse:
     """With ``?token=``, that player token is the only credential; without one, the
     session's owner may open the page (session cookie or ``Authorization`` header)."""
     token = request.GET.get(TOKEN_PARAM)
     user = AnonymousUser() if token else await request_user(request)
-    return await sync_to_async(_player_page_render)(request, template, session_id, token, user)
+    return await sync_to_async(_player_page_render)(
+        request, template, config, session_id, token, user
+    )
 
 
 def _player_page_render(
-    request: HttpRequest, template: str, session_id: str, token: str | None, user: Any
+    request: HttpRequest,
+    template: str,
+    config: PlayerConfig,
+    session_id: str,
+    token: str | None,
+    user: Any,
 ) -> HttpResponse:
     try:
-        config = player_services.player_config(token=token, session_id=session_id, user=user)
+        page = config(token=token, session_id=session_id, user=user)
     except Exception as exc:
         return player_error_page(request, exc)
-    response = render(request, template, {"player": config.to_dict()})
+    response = render(request, template, {"player": page})
     response["Cache-Control"] = NO_STORE
     return response
 

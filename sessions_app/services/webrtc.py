@@ -260,13 +260,3 @@ def webrtc_config(session: StreamSession) -> dict[str, Any]:
         "chunk_duration": session.chunk_duration,
         "prebuffer_seconds": settings.WEBRTC_AUDIO_PREBUFFER_SECONDS,
     }
-
-
-def webrtc_track_stats(session: StreamSession) -> dict[str, Any] | None:
-    peer = peer_registry().get(session.session_id)
-    return None if peer is None else peer.stats()
-
-
-def webrtc_peer_state(session: StreamSession) -> str | None:
-    peer = peer_registry().get(session.session_id)
-    return None if peer is None else peer.state

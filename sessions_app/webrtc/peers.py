@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,13 +147,19 @@ def _h264_first() -> list[Any]:
     return sorted(codecs, key=lambda codec: codec.mimeType.lower() != "video/h264")
 
 
+def _stop_feed(peer: Peer) -> None:
+    """Stop feeding the peer the utterance it was playing (its frames stay in Redis)."""
+    if peer.feed is not None and not peer.feed.done():
+        peer.feed.cancel()
+    peer.feed = None
+
+
 class PeerRegistry:
     """The process's peers by session id (one asyncio loop owns them all)."""
 
-    def __init__(self, redis_url: str, *, on_closed: Callable[[str], None] | None = None) -> None:
+    def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self.peers: dict[str, Peer] = {}
-        self._on_closed = on_closed
         self._redis: redis.asyncio.Redis | None = None
 
     def _client(self) -> redis.asyncio.Redis:
@@ -255,9 +260,8 @@ class PeerRegistry:
         if peer is None:
             return False
         was_live = peer.video.live_requested
-        if peer.feed is not None and not peer.feed.done():
-            peer.feed.cancel()
-        peer.request_id, peer.feed = "", None
+        _stop_feed(peer)
+        peer.request_id = ""
         peer.video.interrupt()
         peer.audio.stop()
         return was_live
@@ -266,20 +270,12 @@ class PeerRegistry:
         peer = self.peers.pop(session_id, None)
         if peer is None:
             return False
-        self.interrupt_peer(peer)
+        _stop_feed(peer)
         peer.video.stop()
         peer.audio.stop()
         with contextlib.suppress(Exception):
             await peer.pc.close()
-        if self._on_closed is not None:
-            self._on_closed(session_id)
         return True
-
-    @staticmethod
-    def interrupt_peer(peer: Peer) -> None:
-        if peer.feed is not None and not peer.feed.done():
-            peer.feed.cancel()
-        peer.feed = None
 
     async def close_all(self) -> None:
         for session_id in list(self.peers):

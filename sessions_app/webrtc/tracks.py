@@ -24,7 +24,7 @@ import asyncio
 import fractions
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -58,9 +58,12 @@ class LiveFrame:
     height: int
     yuv: bytes  # I420: Y (w*h), then U and V (w/2*h/2 each)
 
+    def planes(self) -> np.ndarray:
+        """The picture as planar I420 ``(h*3/2, w)``, a view of ``yuv`` (no copy)."""
+        return np.frombuffer(self.yuv, dtype=np.uint8).reshape(self.height * 3 // 2, self.width)
+
     def to_video_frame(self) -> av.VideoFrame:
-        planes = np.frombuffer(self.yuv, dtype=np.uint8).reshape(self.height * 3 // 2, self.width)
-        return av.VideoFrame.from_ndarray(planes, format="yuv420p")
+        return av.VideoFrame.from_ndarray(self.planes(), format="yuv420p")
 
 
 def i420_bytes(frame: av.VideoFrame) -> bytes:
@@ -71,12 +74,13 @@ def i420_bytes(frame: av.VideoFrame) -> bytes:
 class IdleLoop:
     """The avatar's idle loop (``idle.mp4``, the ping-pong cycle at the session fps) as an
     endless series of yuv420p frames, decoded once into memory and shared by every track of
-    the avatar. ``len`` is the cycle's length; frame ``p`` is cycle position ``p``."""
+    the avatar. ``len`` is the cycle's length; frame ``p`` is cycle position ``p``. Kept as
+    I420 planes: a track makes each frame it sends from them in one copy."""
 
     def __init__(self, frames: list[av.VideoFrame]) -> None:
         if not frames:
             raise ValueError("an idle loop needs at least one frame")
-        self.frames = frames
+        self._planes = [frame.to_ndarray(format="yuv420p") for frame in frames]
         self.width = frames[0].width
         self.height = frames[0].height
 
@@ -89,18 +93,15 @@ class IdleLoop:
                 frames.append(frame.reformat(width=width, height=height, format="yuv420p"))
         return cls(frames)
 
-    @classmethod
-    def solid(cls, width: int, height: int, *, level: int = 16, frames: int = 1) -> IdleLoop:
-        """A loop of flat frames (an avatar without an idle video)."""
-        planes = np.full((height * 3 // 2, width), 128, dtype=np.uint8)
-        planes[:height] = level
-        return cls([av.VideoFrame.from_ndarray(planes, format="yuv420p") for _ in range(frames)])
-
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self._planes)
+
+    def planes(self, position: int) -> np.ndarray:
+        """Position ``position``'s I420 planes (shared: never written to)."""
+        return self._planes[position % len(self._planes)]
 
     def __getitem__(self, position: int) -> av.VideoFrame:
-        return self.frames[position % len(self.frames)]
+        return av.VideoFrame.from_ndarray(self.planes(position), format="yuv420p")
 
 
 # -- the clock the audio follows ----------------------------------------------------------------
@@ -205,7 +206,7 @@ class SwitchableVideoStreamTrack(MediaStreamTrack):
         self._pacer = _Pacer(self.playback_fps, clock, sleep)
         self._queue: deque[LiveFrame] = deque()
         self._position = 0  # idle-loop position of the source frame on screen
-        self._shown: av.VideoFrame | None = None
+        self._shown: np.ndarray | None = None  # its I420 planes
         self._source_tick = -1  # the source frame (at fps) last drawn
         self.live_requested = False  # an utterance is open (start_live .. its end)
         self.live_active = False  # live frames are on screen
@@ -260,15 +261,13 @@ class SwitchableVideoStreamTrack(MediaStreamTrack):
             self._source_tick = tick
             self._shown = self._next_source_frame()
         assert self._shown is not None
-        frame = av.VideoFrame.from_ndarray(
-            self._shown.to_ndarray(format="yuv420p"), format="yuv420p"
-        )
+        frame = av.VideoFrame.from_ndarray(self._shown, format="yuv420p")  # a frame per send
         frame.pts = round(n * VIDEO_CLOCK_RATE / self.playback_fps)
         frame.time_base = VIDEO_TIME_BASE
         self.stats.frames_played += 1
         return frame
 
-    def _next_source_frame(self) -> av.VideoFrame:
+    def _next_source_frame(self) -> np.ndarray:
         if self.live_requested and not self.live_active:
             if self._queue and (len(self._queue) >= self.prebuffer or self.generation_complete):
                 self.live_active = True
@@ -281,7 +280,7 @@ class SwitchableVideoStreamTrack(MediaStreamTrack):
                 self.stats.live_frames_played += 1
                 self._position = live.cycle
                 self.sync.mark(live.index / self.fps)
-                return live.to_video_frame()
+                return live.planes()
             if self.generation_complete:
                 self._back_to_idle()
             elif self._shown is not None:
@@ -290,7 +289,7 @@ class SwitchableVideoStreamTrack(MediaStreamTrack):
         self.stats.idle_frames_played += 1
         if self._shown is not None and not self.live_active:
             self._position = (self._position + 1) % len(self.idle)
-        return self.idle[self._position]
+        return self.idle.planes(self._position)
 
     def _back_to_idle(self) -> None:
         was_live = self.live_active or self.live_requested
@@ -412,9 +411,3 @@ def decode_pcm(source: str | Path | BinaryIO) -> np.ndarray:
             parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
     parts.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int16)
-
-
-def frames_of(loop: IdleLoop, count: int) -> Iterator[av.VideoFrame]:
-    """The first ``count`` frames of ``loop`` (tests and benchmarks)."""
-    for position in range(count):
-        yield loop[position]
