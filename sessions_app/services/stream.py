@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, transaction
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
@@ -306,11 +306,16 @@ def _chunk_ready(request: StreamRequest, chunk: Chunk) -> bool:
     fields: dict[str, Any] = {"total_chunks": chunk.total_chunks}
     if chunk.index == 0:
         fields["first_chunk_at"] = row.created_at
-    still_streaming = StreamRequest.objects.filter(
-        pk=request.pk, status=StreamRequest.Status.STREAMING
-    ).update(**fields)
+    # A long utterance keeps its session alive. The touch shares a transaction with the
+    # check (whose row lock orders it against an interruption's): an interruption that set a
+    # shorter expiry (a caller of /generate/stream hung up) comes after it and keeps it.
+    with transaction.atomic():
+        still_streaming = StreamRequest.objects.filter(
+            pk=request.pk, status=StreamRequest.Status.STREAMING
+        ).update(**fields)
+        if still_streaming:
+            session_touch(session=request.session)
     if still_streaming and _publish(request, chunk_event(row, chunk.total_chunks)):
-        session_touch(session=request.session)  # a long utterance keeps its session alive
         quota_minutes_record(user_id=request.session.owner_id, seconds=row.duration)
         return True
     row.delete()

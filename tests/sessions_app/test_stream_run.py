@@ -4,14 +4,22 @@ one by one, and an interruption stops the utterance within one chunk."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.utils import timezone
 
 from inference.errors import InferenceError
 from inference.layout import AUDIO_TRACK
 from musetalk_site.engine import engine_install
 from sessions_app import services
+from sessions_app.services import stream as stream_module
+from sessions_app.generate_stream import (
+    CHUNKS_KEPT_SECONDS,
+    SESSION_LABEL,
+    generate_stream_finish,
+)
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import events_after
 from tests.factories import StreamRequestFactory, StreamSessionFactory
@@ -105,6 +113,30 @@ def test_an_interruption_stops_within_one_chunk(engine, redis_server):
     assert StreamChunk.objects.filter(request=request).count() == 2
     names = _names(request)
     assert names[-2:] == ["interrupted", "speaking_ended"] and "complete" not in names
+
+
+def test_a_hang_up_as_a_chunk_is_announced_keeps_its_shorter_expiry(
+    engine, redis_server, monkeypatch
+):
+    """The caller of /generate/stream hangs up (the web process stops the utterance and
+    shortens the session's expiry) just after the worker announced a chunk: the chunk's
+    keep-alive must not push the expiry back out."""
+    request = _queued(user_id=SESSION_LABEL)
+    engine.total = 4
+    announce = stream_module._publish
+
+    def announce_then_hang_up(stopped: StreamRequest, payload: dict[str, Any]) -> bool:
+        announced = announce(stopped, payload)
+        if payload["event"] == "chunk" and payload["index"] == 1:
+            generate_stream_finish(session_pk=stopped.session.pk)
+        return announced
+
+    monkeypatch.setattr(stream_module, "_publish", announce_then_hang_up)
+    services.stream_request_run(request_pk=request.pk)
+    settled(request)
+    session = StreamSession.objects.get(pk=request.session.pk)
+    assert request.status == StreamRequest.Status.INTERRUPTED
+    assert session.expires_at <= timezone.now() + timedelta(seconds=CHUNKS_KEPT_SECONDS)
 
 
 def test_an_ended_session_is_not_streamed_and_loses_its_files(engine, redis_server):
