@@ -14,7 +14,6 @@ from inference.errors import InferenceError
 from inference.layout import AUDIO_TRACK
 from musetalk_site.engine import engine_install
 from sessions_app import services
-from sessions_app.services import stream as stream_module
 from sessions_app.generate_stream import (
     CHUNKS_KEPT_SECONDS,
     SESSION_LABEL,
@@ -22,6 +21,7 @@ from sessions_app.generate_stream import (
 )
 from sessions_app.models import StreamChunk, StreamRequest, StreamSession
 from sessions_app.realtime import events_after
+from sessions_app.services import stream as stream_module
 from tests.factories import StreamRequestFactory, StreamSessionFactory
 from tests.sessions_app.chunking_engine import ChunkingEngine, settled
 
