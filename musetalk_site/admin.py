@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from musetalk_site.models import UserQuota
+from musetalk_site.models import ApiToken, UserQuota
 from musetalk_site.quotas import quota_summary_for_user
 
 USAGE_ROWS = (
@@ -51,3 +51,18 @@ class UserAdmin(BaseUserAdmin):
 
 admin.site.unregister(User)
 admin.site.register(User, UserAdmin)
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Keys are made by their owners (shown once, on the tokens page); admins see and
+    revoke them."""
+
+    list_display = ("name", "user", "prefix", "created_at", "last_used_at")
+    list_filter = ("created_at",)
+    search_fields = ("name", "user__username", "prefix")
+    readonly_fields = ("user", "name", "prefix", "created_at", "last_used_at")
+    exclude = ("digest",)
+
+    def has_add_permission(self, request: object) -> bool:
+        return False

@@ -19,13 +19,18 @@ from rest_framework.authtoken.models import Token
 from rest_framework.request import Request
 
 from musetalk_site.anonymous import TOKEN_PARAM, anonymous_access_user, anonymous_request_user
+from musetalk_site.api_tokens import api_token_user
 from musetalk_site.errors import NotAuthenticatedError
 
 
 def user_for_token(key: str) -> Any:
-    """The active user an API token belongs to, else the anonymous user."""
+    """The active user an API token (named, or the sign-in token) belongs to, else the
+    anonymous user."""
     if "\x00" in key:  # no token holds one, and PostgreSQL refuses NUL in a query
         return AnonymousUser()
+    named = api_token_user(key=key)
+    if named is not None:
+        return named
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()

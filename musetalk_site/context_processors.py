@@ -4,6 +4,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.http import HttpRequest
 
 from musetalk_site import health
@@ -31,8 +32,10 @@ def engine_banner_cached() -> str:
 
 
 def platform(request: HttpRequest) -> dict[str, Any]:
-    """Expose the engine's demo-mode banner and the anonymous-access warning to every page."""
+    """Expose the engine's demo-mode banner, the anonymous-access warning and whether
+    sign-up is open to every page."""
     return {
         "engine_banner": engine_banner_cached(),
         "anonymous_access_banner": anonymous_access_warning(),
+        "signup_enabled": settings.SIGNUP_ENABLED,
     }

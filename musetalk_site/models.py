@@ -60,3 +60,27 @@ class MonthlyUsage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.month:%Y-%m} of user {self.user_id}"
+
+
+class ApiToken(models.Model):
+    """A named API key of one user (``musetalk_site.api_tokens``). Only a digest of the key
+    is kept: the key itself is shown once, when it is made."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=64)
+    prefix = models.CharField(max_length=16, help_text="The key's first characters")
+    digest = models.CharField(max_length=64, unique=True, help_text="SHA-256 of the key")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = "API token"
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "name"], name="api_token_name_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

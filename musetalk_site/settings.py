@@ -25,6 +25,8 @@ VAR_DIR = Path(env_str("VAR_DIR", str(BASE_DIR / "var")))
 
 SECRET_KEY = env_secret("SECRET_KEY", generate_into=VAR_DIR / "secret_key")
 DEBUG = env_bool("DEBUG", False)
+# Anyone may create an account on the dashboard's sign-up page; off: admins create accounts.
+SIGNUP_ENABLED = env_bool("SIGNUP_ENABLED", True)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
@@ -40,11 +42,13 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",  # Swagger UI's files, served from here (no CDN)
     "channels",
     "django_dramatiq",
     "musetalk_site",
     "avatars",
     "sessions_app",
+    "dashboard",
 ]
 
 MIDDLEWARE = [
@@ -281,7 +285,7 @@ WEBRTC_AUDIO_MAX_LAG_SECONDS = env_float("WEBRTC_AUDIO_MAX_LAG_SECONDS", 0.12, m
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "musetalk_site.token_auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
         # Last: only a request that carries no credentials at all (see ANONYMOUS_ACCESS_USER).
         "musetalk_site.anonymous.AnonymousAccessAuthentication",
@@ -302,9 +306,14 @@ SPECTACULAR_SETTINGS = {
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
     # The schema documents the credentials; anonymous access is the operator's, not the API's.
     "AUTHENTICATION_WHITELIST": [
-        "rest_framework.authentication.TokenAuthentication",
+        "musetalk_site.token_auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # The docs page loads Swagger UI from our own static files: it works offline and on hosts
+    # that may not reach a CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "AvatarStatusEnum": "avatars.models.Avatar.Status",
         "JobStatusEnum": "avatars.models.GenerationJob.Status",

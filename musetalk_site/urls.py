@@ -2,7 +2,9 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
+from django.templatetags.static import static
 from django.urls import include, path
+from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView
 
 from musetalk_site import apis, stats_apis, views
@@ -15,6 +17,8 @@ handler500 = "musetalk_site.errors.json_server_error"
 
 urlpatterns = [
     path("", views.root, name="dashboard"),  # browsers: the dashboard; API clients: JSON
+    # Browsers ask for it on pages without an icon link (JSON, media): no 404 in their console.
+    path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
@@ -30,6 +34,7 @@ urlpatterns = [
     path("docs", views.api_docs, name="docs"),
     # Before the avatars' routes: their generate/<request_id> would take it.
     path("generate/stream", GenerateStreamApi.as_view(), name="generate-stream"),
+    path("", include("dashboard.urls")),
     path("", include("avatars.urls")),
     path("", include("sessions_app.urls")),
     path("", include("sessions_app.player_urls")),

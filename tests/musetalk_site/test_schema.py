@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 from django.core.management import call_command
 from rest_framework.test import APIClient
@@ -155,3 +157,13 @@ def test_a_page_never_holds_more_than_the_largest_limit():
         assert response.json()["count"] == 3
     assert len(client.get("/avatars/", {"limit": "2"}).json()["results"]) == 2
     assert client.get("/avatars/", {"offset": str(10**30)}).json()["results"] == []
+
+
+def test_the_docs_page_loads_swagger_ui_from_this_server_only(client):
+    client.force_login(UserFactory())
+    page = client.get("/api/docs/").content.decode()
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert any("swagger-ui-bundle.js" in source for source in sources), sources
+    assert [source for source in sources if re.match(r"(https?:)?//", source)] == []
+    for source in sources:  # every file it names is served here
+        assert client.get(source).status_code == 200, source

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+from django.contrib.auth import views as auth_views
+from django.urls import path, reverse_lazy
+
+from dashboard import views
+
+urlpatterns = [
+    path("signup/", views.signup, name="signup"),
+    path(
+        "account/password/",
+        auth_views.PasswordChangeView.as_view(
+            template_name="account/password_change.html",
+            success_url=reverse_lazy("account-password-done"),
+        ),
+        name="account-password",
+    ),
+    path(
+        "account/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(template_name="account/password_done.html"),
+        name="account-password-done",
+    ),
+    path("account/tokens/", views.tokens, name="account-tokens"),
+    path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="account-token-revoke"),
+]

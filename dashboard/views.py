@@ -1,0 +1,67 @@
+"""The account pages of the dashboard: sign up, password, API tokens.
+
+They call the same services as the REST API (``musetalk_site.api_tokens``)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import login
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from dashboard.forms import SignupForm, TokenForm
+from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tokens_for_user
+from musetalk_site.auth import authenticated_user
+from musetalk_site.errors import ApplicationError
+
+MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+@require_http_methods(["GET", "POST"])
+def signup(request: HttpRequest) -> HttpResponse:
+    if not settings.SIGNUP_ENABLED:
+        return render(request, "account/signup_closed.html", status=404)
+    if request.user.is_authenticated:
+        return redirect("dashboard")
+    form = SignupForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        user = form.save()
+        login(request, user, backend=MODEL_BACKEND)
+        messages.success(request, f"Welcome, {user.get_username()}! Your account is ready.")
+        return redirect("dashboard")
+    status = 400 if form.errors else 200
+    return render(request, "account/signup.html", {"form": form}, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    """The user's API tokens; a new one's key is shown in this answer only."""
+    user = authenticated_user(request)
+    form = TokenForm(request.POST or None)
+    created = None
+    if request.method == "POST" and form.is_valid():
+        try:
+            created = api_token_create(user=user, name=form.cleaned_data["name"])
+            form = TokenForm()
+        except ApplicationError as exc:
+            form.add_error("name", exc.message)
+    context = {"form": form, "created": created, "tokens": api_tokens_for_user(user=user)}
+    status = 201 if created else 400 if form.errors else 200
+    return render(request, "account/tokens.html", context, status=status)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """GET asks for confirmation; POST revokes."""
+    user = authenticated_user(request)
+    token = get_object_or_404(api_tokens_for_user(user=user), pk=token_id)
+    if request.method == "POST":
+        api_token_revoke(user=user, token_id=token.pk)
+        messages.success(request, f"Token “{token.name}” revoked: it no longer works.")
+        return redirect("account-tokens")
+    return render(request, "account/token_revoke.html", {"token": token})

@@ -1,0 +1,133 @@
+"""The account pages: sign up (and closed), password change, API tokens (shown once,
+revoked after a confirmation), each user seeing only their own."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from django.contrib.auth.models import User
+from django.test import Client
+
+from musetalk_site.api_tokens import api_token_create, api_token_user
+from musetalk_site.models import ApiToken
+from tests.factories import UserFactory
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "correct horse battery"
+NEW_PASSWORD = "a much longer passphrase 42"
+
+
+def _signed_in(client: Client, **fields) -> User:
+    user = UserFactory(**fields)
+    client.force_login(user)
+    return user
+
+
+def test_signing_up_makes_an_account_and_signs_it_in(client):
+    response = client.post(
+        "/signup/",
+        {"username": "newcomer", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+    )
+    assert response.status_code == 302 and response["Location"] == "/"
+    user = User.objects.get(username="newcomer")
+    assert user.check_password(NEW_PASSWORD) and not user.is_staff
+    page = client.get("/", headers={"accept": "text/html"})
+    assert page.status_code == 200 and b"Welcome, newcomer" in page.content
+
+
+def test_sign_up_mistakes_are_shown_by_their_fields(client):
+    UserFactory(username="taken")
+    response = client.post(
+        "/signup/", {"username": "taken", "password1": "short", "password2": "other"}
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "already exists" in page and "didn’t match" in page
+    assert User.objects.filter(username="taken").count() == 1
+
+
+def test_sign_up_can_be_switched_off(client, settings):
+    settings.SIGNUP_ENABLED = False
+    assert client.get("/signup/").status_code == 404
+    response = client.post(
+        "/signup/",
+        {"username": "intruder", "password1": NEW_PASSWORD, "password2": NEW_PASSWORD},
+    )
+    assert response.status_code == 404 and b"Sign-up is closed" in response.content
+    assert not User.objects.filter(username="intruder").exists()
+    assert b'href="/signup/"' not in client.get("/login/").content
+
+
+def test_the_login_page_links_to_sign_up_while_it_is_open(client):
+    assert b'href="/signup/"' in client.get("/login/").content
+
+
+def test_a_password_change_needs_the_old_one(client):
+    user = _signed_in(client)
+    wrong = client.post(
+        "/account/password/",
+        {"old_password": "nope", "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD},
+    )
+    assert wrong.status_code == 200 and b"incorrect" in wrong.content
+    done = client.post(
+        "/account/password/",
+        {"old_password": PASSWORD, "new_password1": NEW_PASSWORD, "new_password2": NEW_PASSWORD},
+    )
+    assert done.status_code == 302 and done["Location"] == "/account/password/done/"
+    user.refresh_from_db()
+    assert user.check_password(NEW_PASSWORD)
+    assert client.get("/account/password/done/").status_code == 200  # still signed in
+
+
+def test_account_pages_need_a_sign_in(client):
+    for path in ("/account/tokens/", "/account/password/", "/account/tokens/1/revoke/"):
+        response = client.get(path)
+        assert response.status_code == 302 and response["Location"].startswith("/login/"), path
+
+
+def test_a_new_token_is_shown_once_then_only_by_its_prefix(client):
+    user = _signed_in(client)
+    response = client.post("/account/tokens/", {"name": "iOS app"})
+    assert response.status_code == 201
+    [key] = re.findall(r'value="(mtk_[^"]+)"', response.content.decode())
+    later = client.get("/account/tokens/").content.decode()
+    assert key not in later and "iOS app" in later
+    assert ApiToken.objects.get().prefix + "…" in later
+    assert "never" in later  # not used yet
+    assert api_token_user(key=key) == user
+    assert "never" not in client.get("/account/tokens/").content.decode()
+
+
+def test_token_mistakes_are_shown_on_the_form(client):
+    user = _signed_in(client)
+    api_token_create(user=user, name="ci")
+    assert client.post("/account/tokens/", {"name": ""}).status_code == 400
+    taken = client.post("/account/tokens/", {"name": "ci"})
+    assert taken.status_code == 400 and b"already have a token named" in taken.content
+    assert ApiToken.objects.count() == 1
+
+
+def test_revoking_asks_first_then_the_key_stops_working(client):
+    user = _signed_in(client)
+    made = api_token_create(user=user, name="old laptop")
+    url = f"/account/tokens/{made.token.pk}/revoke/"
+    confirm = client.get(url)
+    assert confirm.status_code == 200 and "Revoke “old laptop”?" in confirm.content.decode()
+    assert api_token_user(key=made.key) == user  # asking revoked nothing
+    response = client.post(url)
+    assert response.status_code == 302 and response["Location"] == "/account/tokens/"
+    assert api_token_user(key=made.key) is None
+    assert b"revoked" in client.get("/account/tokens/").content
+
+
+def test_nobody_sees_or_revokes_another_users_tokens(client):
+    owner = UserFactory()
+    made = api_token_create(user=owner, name="owner's secret app")
+    _signed_in(client)
+    assert b"owner's secret app" not in client.get("/account/tokens/").content
+    url = f"/account/tokens/{made.token.pk}/revoke/"
+    assert client.get(url).status_code == 404
+    assert client.post(url).status_code == 404
+    assert api_token_user(key=made.key) == owner
