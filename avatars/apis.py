@@ -189,6 +189,23 @@ class AvatarListApi(ListApi):
         return paginate(request, self, avatars, lambda a: avatar_payload(a), AvatarOutputSerializer)
 
 
+class AvatarThumbnailApi(APIView):
+    """``GET /avatars/{id}/thumbnail``: a still of the prepared face, 256x256 JPEG."""
+
+    @extend_schema(
+        responses={(200, "image/jpeg"): bytes, 404: error("No such avatar, or not prepared.")},
+        tags=["avatars"],
+    )
+    def get(self, request: Request, avatar_id: str) -> FileResponse:
+        avatar = selectors.avatar_get_for_user(
+            user=authenticated_user(request), avatar_id=avatar_id
+        )
+        path = services.avatar_thumbnail(avatar=avatar)
+        response = FileResponse(path.open("rb"), content_type="image/jpeg")
+        response["Cache-Control"] = "private, max-age=300"
+        return response
+
+
 class AvatarDetailApi(APIView):
     @extend_schema(responses={200: AvatarOutputSerializer}, tags=["avatars"])
     def get(self, request: Request, avatar_id: str) -> Response:

@@ -17,6 +17,11 @@ urlpatterns = [
         seed_apis.AvatarIdlePosesApi.as_view(),
         name="avatar-idle-poses",
     ),
+    path(
+        "avatars/<id:avatar_id>/thumbnail",
+        apis.AvatarThumbnailApi.as_view(),
+        name="avatar-thumbnail",
+    ),
     path("avatars/<id:avatar_id>/events", views.avatar_events, name="avatar-events"),
     path(
         "avatars/<id:avatar_id>/cache/warm",

@@ -15,6 +15,7 @@ from avatars.services.cache import (
 )
 from avatars.services.job import job_cancel, job_create, job_run
 from avatars.services.retention import job_delete
+from avatars.services.thumbnail import avatar_thumbnail
 
 __all__ = [
     "avatar_cache_clear",
@@ -26,6 +27,7 @@ __all__ = [
     "avatar_prepare_request",
     "avatar_prepare_run",
     "avatar_reprepare",
+    "avatar_thumbnail",
     "job_cancel",
     "job_create",
     "job_delete",
