@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.contrib.auth import views as auth_views
 from django.urls import path, reverse_lazy
 
+import musetalk_site.converters  # noqa: F401 - registers <id:...>
 from dashboard import views
 
 urlpatterns = [
@@ -19,6 +20,11 @@ urlpatterns = [
         "account/password/done/",
         auth_views.PasswordChangeDoneView.as_view(template_name="account/password_done.html"),
         name="account-password-done",
+    ),
+    path(
+        "dashboard/avatars/<id:avatar_id>/delete/",
+        views.avatar_delete,
+        name="avatar-delete-page",
     ),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="account-token-revoke"),

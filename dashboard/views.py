@@ -12,6 +12,8 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_http_methods
 
+from avatars import selectors as avatar_selectors
+from avatars import services as avatar_services
 from dashboard.forms import SignupForm, TokenForm
 from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tokens_for_user
 from musetalk_site.auth import authenticated_user
@@ -65,3 +67,17 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
         messages.success(request, f"Token “{token.name}” revoked: it no longer works.")
         return redirect("account-tokens")
     return render(request, "account/token_revoke.html", {"token": token})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def avatar_delete(request: HttpRequest, avatar_id: str) -> HttpResponse:
+    """GET asks for confirmation; POST deletes the avatar with its files and videos."""
+    avatar = avatar_selectors.avatar_get_for_user(
+        user=authenticated_user(request), avatar_id=avatar_id
+    )
+    if request.method == "POST":
+        avatar_services.avatar_delete(avatar=avatar)
+        messages.success(request, f"Avatar “{avatar_id}” deleted, with its files and videos.")
+        return redirect("dashboard")
+    return render(request, "account/avatar_delete.html", {"avatar": avatar})

@@ -2,25 +2,42 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import User
 
 from avatars.models import Avatar, GenerationJob
 from avatars.services.avatar import avatar_dir
+from avatars.services.thumbnail import avatar_has_still
 from musetalk_site.engine_stats import active_requests, cache_stats, gpu_stats
 from musetalk_site.health import check_worker, engine_state, live_workers
 from sessions_app.models import StreamSession
 
 
+@dataclass(frozen=True)
+class AvatarCard:
+    avatar: Avatar
+    has_still: bool  # its thumbnail can be shown
+
+
 def dashboard_summary(*, user: User) -> dict[str, Any]:
     """What the signed-in user sees on the dashboard: only their own rows."""
     return {
-        "avatars": Avatar.objects.filter(owner=user).order_by("-updated_at")[:50],
+        "avatars": [
+            AvatarCard(avatar, has_still=avatar_has_still(avatar=avatar))
+            for avatar in Avatar.objects.filter(owner=user).order_by("-updated_at")[:50]
+        ],
         "jobs": GenerationJob.objects.filter(owner=user).select_related("avatar")[:20],
         "sessions": StreamSession.objects.filter(
             owner=user, status=StreamSession.Status.ACTIVE
         ).select_related("avatar")[:20],
+        "upload_limits": {
+            "max_bytes": settings.MAX_VIDEO_UPLOAD_BYTES,
+            "max_mb": settings.MAX_VIDEO_UPLOAD_BYTES // (1024 * 1024),
+            "max_seconds": settings.MAX_VIDEO_SECONDS,
+        },
     }
 
 

@@ -35,6 +35,12 @@ def avatar_thumbnail(*, avatar: Avatar) -> Path:
     return target
 
 
+def avatar_has_still(*, avatar: Avatar) -> bool:
+    """Whether :func:`avatar_thumbnail` has a frame to make the still from."""
+    folder = avatar_dir(avatar)
+    return (folder / THUMBNAIL).is_file() or any((folder / "frames").glob("*.png"))
+
+
 def _face_box(folder: Path) -> list[int] | None:
     try:
         boxes = json.loads((folder / "boxes.json").read_text())["face_boxes"]

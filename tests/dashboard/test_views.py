@@ -9,9 +9,10 @@ import pytest
 from django.contrib.auth.models import User
 from django.test import Client
 
+from avatars.models import Avatar
 from musetalk_site.api_tokens import api_token_create, api_token_user
 from musetalk_site.models import ApiToken
-from tests.factories import UserFactory
+from tests.factories import AvatarFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -131,3 +132,18 @@ def test_nobody_sees_or_revokes_another_users_tokens(client):
     assert client.get(url).status_code == 404
     assert client.post(url).status_code == 404
     assert api_token_user(key=made.key) == owner
+
+
+def test_deleting_an_avatar_asks_first_and_only_its_owner_can(client):
+    owner = UserFactory()
+    AvatarFactory(owner=owner, avatar_id="anna", status=Avatar.Status.READY)
+    _signed_in(client)  # someone else
+    assert client.get("/dashboard/avatars/anna/delete/").status_code == 404
+    assert client.post("/dashboard/avatars/anna/delete/").status_code == 404
+    client.force_login(owner)
+    confirm = client.get("/dashboard/avatars/anna/delete/")
+    assert confirm.status_code == 200 and "Delete “anna”?" in confirm.content.decode()
+    assert Avatar.objects.filter(avatar_id="anna").exists()
+    response = client.post("/dashboard/avatars/anna/delete/")
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert not Avatar.objects.filter(avatar_id="anna").exists()

@@ -1,0 +1,124 @@
+"""The avatars page in a real headless Chromium on the live stack (random-tiny engine): bad
+files are refused where the user looks, a real clip uploads with a progress bar, its card
+follows the preparation to Ready and shows a still of the face and the idle loop on hover;
+deleting asks first. axe-core, console and phone-width checks on each state."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from avatars.models import Avatar
+from musetalk_site.stack import Stack
+from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
+from tests.factories import UserFactory
+from tests.media import make_face_video
+
+pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+
+PREPARE_BOUND = 240  # seconds: far above what preparing a 1-s clip takes on the CPU
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("avatar-page-media")
+    make_face_video(folder / "face.mp4", seconds=1.0, fps=25, size=(256, 320))
+    (folder / "notes.txt").write_text("not a video")
+    (folder / "broken.mp4").write_bytes(b"\x00\x01garbage" * 4000)
+    return {path.name: path for path in folder.iterdir()}
+
+
+def _sign_in(browser, base: str) -> None:
+    UserFactory(username="gallery-user")
+    browser.get(base + "/login/")
+    browser.find_element(By.NAME, "username").send_keys("gallery-user")
+    browser.find_element(By.NAME, "password").send_keys("correct horse battery" + Keys.ENTER)
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Your avatars")
+    )
+
+
+def _upload(browser, name: str, clip: Path) -> None:
+    field = browser.find_element(By.ID, "avatar-id")
+    field.clear()
+    field.send_keys(name)
+    browser.find_element(By.ID, "video-file").send_keys(str(clip))
+    browser.find_element(By.ID, "upload-submit").click()
+
+
+def _error(browser) -> str:
+    box = browser.find_element(By.ID, "upload-error")
+    WebDriverWait(browser, 30).until(lambda _: box.is_displayed() and box.text)
+    return box.text
+
+
+def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, browser, clips):
+    base = live_stack.base_url
+    _sign_in(browser, base)
+    assert "No avatars yet" in browser.find_element(By.TAG_NAME, "main").text
+    assert axe_violations(browser) == [] and console_errors(browser) == []
+    screenshots(browser, "avatars-empty")
+    browser.set_window_size(390, 844)
+    assert fits_the_width(browser)
+    browser.set_window_size(1280, 900)
+
+    browser.find_element(By.ID, "upload-submit").click()  # nothing chosen
+    assert "Give the avatar a name" in _error(browser)
+    _upload(browser, "notes", clips["notes.txt"])
+    assert "is not a video" in _error(browser)
+    _upload(browser, "broken", clips["broken.mp4"])  # looks like a video: the server decides
+    message = _error(browser)
+    assert message and "failed (5" not in message
+    assert not Avatar.objects.filter(avatar_id="broken").exclude(status="failed").exists()
+    # The refusal itself is the only thing the console reports (as a failed request).
+    logged = console_errors(browser)
+    assert logged and all(
+        "/avatars/prepare" in e["message"] and " 4" in e["message"] for e in logged
+    )
+    screenshots(browser, "avatars-upload-error")
+
+    _upload(browser, "presenter", clips["face.mp4"])
+    card = WebDriverWait(browser, 60).until(
+        expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
+        )
+    )
+    assert card.get_attribute("data-status") in ("queued", "preparing", "ready")
+    WebDriverWait(browser, PREPARE_BOUND).until(
+        lambda b: (
+            b.find_element(
+                By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]'
+            ).get_attribute("data-status")
+            == "ready"
+        )
+    )
+    card = browser.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
+    still = card.find_element(By.TAG_NAME, "img")
+    WebDriverWait(browser, 30).until(
+        lambda _: browser.execute_script("return arguments[0].naturalWidth", still) == 256
+    )
+    ActionChains(browser).move_to_element(card).perform()
+    preview = card.find_element(By.CSS_SELECTOR, "video.preview")
+    WebDriverWait(browser, 30).until(
+        lambda _: browser.execute_script("return arguments[0].currentTime", preview) > 0
+    )
+    assert axe_violations(browser) == [] and console_errors(browser) == []
+    screenshots(browser, "avatars-ready")
+
+    card.find_element(By.PARTIAL_LINK_TEXT, "Delete").click()
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Delete")
+    )
+    assert axe_violations(browser) == []
+    screenshots(browser, "avatar-delete")
+    browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "deleted")
+    )
+    assert not Avatar.objects.filter(avatar_id="presenter").exists()
