@@ -26,6 +26,7 @@ urlpatterns = [
         views.avatar_delete,
         name="avatar-delete-page",
     ),
+    path("dashboard/videos/", views.videos, name="dashboard-videos"),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="account-token-revoke"),
 ]

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_http_methods
 
 from avatars import selectors as avatar_selectors
 from avatars import services as avatar_services
+from avatars.presenters import job_payload
 from dashboard.forms import SignupForm, TokenForm
 from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tokens_for_user
 from musetalk_site.auth import authenticated_user
@@ -81,3 +82,19 @@ def avatar_delete(request: HttpRequest, avatar_id: str) -> HttpResponse:
         messages.success(request, f"Avatar “{avatar_id}” deleted, with its files and videos.")
         return redirect("dashboard")
     return render(request, "account/avatar_delete.html", {"avatar": avatar})
+
+
+@login_required
+def videos(request: HttpRequest) -> HttpResponse:
+    """Make a video (avatar + audio, through ``POST /generate``) and the past ones."""
+    user = authenticated_user(request)
+    context = {
+        "avatars": avatar_selectors.avatar_list_prepared_for_user(user=user),
+        "jobs": [job_payload(job) for job in avatar_selectors.job_list_for_user(user=user)[:50]],
+        "audio_limits": {
+            "max_bytes": settings.MAX_AUDIO_UPLOAD_BYTES,
+            "max_mb": settings.MAX_AUDIO_UPLOAD_BYTES // (1024 * 1024),
+            "max_seconds": settings.MAX_AUDIO_SECONDS,
+        },
+    }
+    return render(request, "dashboard/videos.html", context)

@@ -110,6 +110,25 @@ def _stream_duration(stream: Any, container: Any) -> float:
     return 0.0
 
 
+def _demuxed_duration(path: str | Path, kind: str) -> float:
+    """Seconds spanned by the packets of the first ``kind`` stream, read without decoding:
+    for files whose header states no duration (a browser's MediaRecorder WebM)."""
+    end = 0.0
+    with _open(path) as container:
+        stream = getattr(container.streams, kind)[0]
+        try:
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    span = packet.pts + (packet.duration or 0)
+                    end = max(end, float(span * packet.time_base))
+        except av.FFmpegError as exc:
+            logger.warning("%s: reading packets stopped: %s", Path(path).name, exc)
+        start = stream.start_time
+        if start is not None and stream.time_base is not None:
+            end -= float(start * stream.time_base)
+    return max(end, 0.0)
+
+
 def _first_frame(container: Any, stream: Any, name: str) -> Any:
     """Decode the first frame of ``stream``; raises MediaError when nothing decodes."""
     try:
@@ -129,7 +148,7 @@ def probe_video(path: str | Path) -> VideoInfo:
             raise MediaError(f"{name}: the file has no video stream")
         stream = container.streams.video[0]
         fps = _stream_fps(stream)
-        duration = _stream_duration(stream, container)
+        duration = _stream_duration(stream, container) or _demuxed_duration(path, "video")
         frame_count = stream.frames or int(round(duration * fps))
         has_audio = bool(container.streams.audio)
         codec = stream.codec_context.name
@@ -148,7 +167,7 @@ def probe_audio(path: str | Path) -> AudioInfo:
         if not container.streams.audio:
             raise MediaError(f"{name}: the file has no audio stream")
         stream = container.streams.audio[0]
-        duration = _stream_duration(stream, container)
+        duration = _stream_duration(stream, container) or _demuxed_duration(path, "audio")
         codec = stream.codec_context.name
         return AudioInfo(duration, int(stream.rate or 0), int(stream.channels), codec)
 

@@ -145,6 +145,10 @@ def browser() -> Iterator[object]:
         "--disable-sync",
         "--no-first-run",
         "--autoplay-policy=no-user-gesture-required",
+        # A synthetic camera and microphone (a test pattern and a beep), allowed without a
+        # prompt: the dashboard's recordings.
+        "--use-fake-device-for-media-stream",
+        "--use-fake-ui-for-media-stream",
         "--window-size=1280,900",
     ):
         options.add_argument(flag)

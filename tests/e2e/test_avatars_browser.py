@@ -5,6 +5,7 @@ deleting asks first. axe-core, console and phone-width checks on each state."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,30 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
         "/avatars/prepare" in e["message"] and " 4" in e["message"] for e in logged
     )
     screenshots(browser, "avatars-upload-error")
+
+    # The webcam (Chromium's synthetic camera: a test pattern, no face) records a clip; the
+    # preparation finds no face and the card says so.
+    field = browser.find_element(By.ID, "avatar-id")
+    field.clear()
+    field.send_keys("webcam")
+    browser.find_element(By.ID, "webcam-start").click()
+    WebDriverWait(browser, 10).until(lambda b: b.find_element(By.ID, "webcam-stop").is_displayed())
+    time.sleep(1.5)
+    browser.find_element(By.ID, "webcam-stop").click()
+    WebDriverWait(browser, 10).until(
+        expected_conditions.text_to_be_present_in_element((By.ID, "dropzone-text"), "webcam.webm")
+    )
+    browser.find_element(By.ID, "upload-submit").click()
+    WebDriverWait(browser, PREPARE_BOUND).until(
+        lambda b: (
+            b.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="webcam"]').get_attribute(
+                "data-status"
+            )
+            == "failed"
+        )
+    )
+    failed = browser.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="webcam"]')
+    assert "face" in failed.find_element(By.CSS_SELECTOR, ".error").text.lower()
 
     _upload(browser, "presenter", clips["face.mp4"])
     card = WebDriverWait(browser, 60).until(

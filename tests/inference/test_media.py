@@ -318,3 +318,40 @@ def test_consecutive_chunks_decoded_one_by_one_join_into_the_original_waveform(
     for seam in (48000, 96000):
         assert error[seam - 1024 : seam + 1024].max() <= 1.5 * interior + 0.005, seam
     assert interior < 0.05
+
+
+def _live_webm(path: Path, *, seconds: float, video: bool) -> Path:
+    """A WebM written as a live stream, as a browser's MediaRecorder writes it: no duration in
+    its header (and no cues)."""
+    from fractions import Fraction
+
+    with av.open(str(path), "w", format="webm", options={"live": "1"}) as out:
+        if video:
+            stream = out.add_stream("libvpx", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+            for index, image in enumerate(_gradient_frames(int(seconds * 25))):
+                frame = av.VideoFrame.from_ndarray(image, format="bgr24")
+                frame.pts, frame.time_base = index, Fraction(1, 25)
+                out.mux(stream.encode(frame))
+        else:
+            stream = out.add_stream("libopus", rate=48000)
+            stream.layout = "mono"
+            tone = 0.3 * np.sin(np.arange(int(seconds * 48000)) / 48000 * 2 * np.pi * 440)
+            for start in range(0, tone.size, 960):
+                frame = av.AudioFrame.from_ndarray(
+                    tone[None, start : start + 960].astype(np.float32), format="flt", layout="mono"
+                )
+                frame.sample_rate, frame.pts = 48000, start
+                frame.time_base = Fraction(1, 48000)
+                out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+    with av.open(str(path)) as check:  # the header really says nothing
+        assert check.duration is None
+    return path
+
+
+def test_a_recording_without_a_stated_duration_is_measured(tmp_path: Path) -> None:
+    audio = probe_audio(_live_webm(tmp_path / "voice.webm", seconds=2.0, video=False))
+    assert audio.duration_s == pytest.approx(2.0, abs=0.05)
+    clip = probe_video(_live_webm(tmp_path / "camera.webm", seconds=1.2, video=True))
+    assert clip.duration_s == pytest.approx(1.2, abs=0.1) and clip.frame_count == 30

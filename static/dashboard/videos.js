@@ -1,0 +1,74 @@
+// The videos page: audio (a file, dropped, or recorded from the microphone) sent to
+// POST /generate with a progress bar; each video's progress followed live until it plays.
+(() => {
+  "use strict";
+  const forms = window.MuseTalkForms;
+  const form = document.getElementById("video-form");
+
+  for (const job of document.querySelectorAll('.job[data-status="queued"], .job[data-status="running"]')) {
+    forms.follow(`/generate/${encodeURIComponent(job.dataset.requestId)}/events`, (data) => {
+      const progress = job.querySelector('[data-role="progress"]');
+      if (progress && typeof data.progress === "number") { progress.value = data.progress; progress.textContent = `${data.progress}%`; }
+      const over = ["succeeded", "failed", "cancelled"].includes(data.status);
+      if (over) window.location.reload();
+      return over;
+    });
+  }
+  if (!form) return;  // no prepared avatar yet
+
+  const dropText = document.getElementById("audio-dropzone-text");
+  const showError = forms.errorBox(document.getElementById("video-error"));
+  const progressBox = document.getElementById("video-progress");
+  const submit = document.getElementById("video-submit");
+  const limits = {
+    kind: "audio", what: "audio: choose a WAV, MP3, M4A, OGG or WebM file",
+    extensions: [".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm"],
+    maxBytes: Number(form.dataset.maxBytes), maxSeconds: Number(form.dataset.maxSeconds),
+  };
+  let chosen = null;
+
+  function choose(file) {
+    chosen = file;
+    dropText.textContent = `${file.name} (${(file.size / 1048576).toFixed(2)} MB)`;
+    showError("");
+  }
+  forms.dropzone(document.getElementById("audio-dropzone"), document.getElementById("audio-file"), choose);
+
+  const micStart = document.getElementById("mic-start");
+  const micStop = document.getElementById("mic-stop");
+  const micStatus = document.getElementById("mic-status");
+  micStart.hidden = !forms.canRecord;
+  let stop = null;
+  micStart.addEventListener("click", async () => {
+    try {
+      stop = await forms.record({ audio: true }, {
+        name: "recording.webm", type: "audio/webm",
+        onFile: (file) => { micStop.hidden = true; micStart.hidden = false; micStatus.textContent = ""; choose(file); },
+      });
+    } catch (error) {
+      showError("The microphone is not available: allow it in your browser, or upload a file.");
+      return;
+    }
+    micStart.hidden = true; micStop.hidden = false; micStatus.textContent = "Recording…";
+    micStop.focus();
+  });
+  micStop.addEventListener("click", () => { if (stop) stop(); });
+
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    if (!chosen) { showError("Choose audio, drop a file, or record from the microphone."); return; }
+    const why = await forms.problem(chosen, limits);
+    if (why) { showError(why); return; }
+    const data = new FormData();
+    data.append("avatar_id", form.elements.avatar_id.value);
+    data.append("audio_file", chosen, chosen.name);
+    showError("");
+    progressBox.hidden = false;
+    submit.disabled = true;
+    forms.send("/generate", data, {
+      bar: document.getElementById("video-bar"),
+      onDone: () => window.location.reload(),
+      onError: (message) => { showError(message); progressBox.hidden = true; submit.disabled = false; },
+    });
+  });
+})();
