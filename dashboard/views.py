@@ -19,6 +19,8 @@ from dashboard.forms import SignupForm, TokenForm
 from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tokens_for_user
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
+from musetalk_site.quotas import quota_monthly_history, quota_summary_for_user
+from sessions_app import selectors as session_selectors
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
 
@@ -98,3 +100,32 @@ def videos(request: HttpRequest) -> HttpResponse:
         },
     }
     return render(request, "dashboard/videos.html", context)
+
+
+USAGE_ROWS = (  # key, label, unit
+    ("monthly_minutes", "Minutes generated this month", "min"),
+    ("storage_mb", "Storage", "MB"),
+    ("avatars", "Avatars", ""),
+    ("active_sessions", "Open live sessions", ""),
+)
+
+
+@login_required
+def usage(request: HttpRequest) -> HttpResponse:
+    """What the user has used, against their limits; minutes by month and by session."""
+    user = authenticated_user(request)
+    summary = quota_summary_for_user(user=user)
+    meters = []
+    for key, label, unit in USAGE_ROWS:
+        used, limit = summary["usage"][key], summary["limits"][key]
+        share = min(100, round(100 * used / limit)) if limit else None
+        meters.append(
+            {"key": key, "label": label, "unit": unit, "used": used, "limit": limit, "share": share}
+        )
+    context = {
+        "meters": meters,
+        "renews_at": summary["usage"]["month_renews_at"],
+        "months": quota_monthly_history(user=user),
+        "sessions": session_selectors.session_minutes_list_for_user(user=user),
+    }
+    return render(request, "dashboard/usage.html", context)

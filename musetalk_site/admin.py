@@ -8,7 +8,7 @@ from django.contrib.auth.models import User
 from django.utils.html import format_html_join
 from django.utils.safestring import SafeString, mark_safe
 
-from musetalk_site.models import ApiToken, UserQuota
+from musetalk_site.models import ApiToken, MonthlyUsage, UserQuota
 from musetalk_site.quotas import quota_summary_for_user
 
 USAGE_ROWS = (
@@ -65,4 +65,24 @@ class ApiTokenAdmin(admin.ModelAdmin):
     exclude = ("digest",)
 
     def has_add_permission(self, request: object) -> bool:
+        return False
+
+
+@admin.register(MonthlyUsage)
+class MonthlyUsageAdmin(admin.ModelAdmin):
+    """Every user's generated minutes by month (the ledger the quotas read); read-only."""
+
+    list_display = ("user", "month", "minutes")
+    list_filter = ("month",)
+    search_fields = ("user__username",)
+    ordering = ("-month", "-generated_seconds")
+
+    @admin.display(description="minutes generated", ordering="generated_seconds")
+    def minutes(self, row: MonthlyUsage) -> float:
+        return round(row.generated_seconds / 60, 1)
+
+    def has_add_permission(self, request: object) -> bool:
+        return False
+
+    def has_change_permission(self, request: object, obj: object = None) -> bool:
         return False

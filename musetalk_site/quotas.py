@@ -236,3 +236,9 @@ def quota_summary_for_user(*, user: User) -> dict[str, Any]:
             "storage_mb": limits.storage_mb or None,
         },
     }
+
+
+def quota_monthly_history(*, user: User, months: int = 12) -> list[dict[str, Any]]:
+    """The user's generated minutes per calendar month (UTC), newest first."""
+    rows = MonthlyUsage.objects.filter(user_id=user.pk).order_by("-month")[:months]
+    return [{"month": row.month, "minutes": round(row.generated_seconds / 60, 1)} for row in rows]

@@ -80,6 +80,9 @@ class StreamRequest(models.Model):
         max_length=8, choices=[("chunks", "Chunks"), ("frames", "Frames")], default="chunks"
     )
     cycle_start = models.PositiveIntegerField(default=0)
+    generated_seconds = models.FloatField(
+        default=0.0, help_text="Seconds of video delivered (chunks, or frames over WebRTC)"
+    )
 
     CHUNKS = "chunks"
     FRAMES = "frames"

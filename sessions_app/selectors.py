@@ -170,3 +170,16 @@ def session_open_count_for_user(*, user: User) -> int:
 def session_usage_for_user(*, user: User) -> dict[str, int]:
     """The sessions app's share of the user's quota usage (musetalk_site.quotas)."""
     return {"active_sessions": session_open_count_for_user(user=user)}
+
+
+def session_minutes_list_for_user(*, user: User, limit: int = 50) -> QuerySet[StreamSession]:
+    """The user's newest sessions, each with ``utterances`` and ``generated_seconds``."""
+    return (
+        StreamSession.objects.filter(owner=user)
+        .select_related("avatar")
+        .annotate(
+            utterances=Count("requests"),
+            generated_seconds=Sum("requests__generated_seconds", default=0.0),
+        )
+        .order_by("-created_at")[:limit]
+    )

@@ -12,6 +12,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from avatars.services.avatar import avatar_dir
@@ -223,7 +224,11 @@ class _FrameProgress:
                 seconds = frames / max(1, request.session.fps)
                 finished = StreamRequest.objects.filter(
                     pk=request.pk, status=StreamRequest.Status.STREAMING
-                ).update(status=StreamRequest.Status.COMPLETED, finished_at=timezone.now())
+                ).update(
+                    status=StreamRequest.Status.COMPLETED,
+                    finished_at=timezone.now(),
+                    generated_seconds=seconds,
+                )
                 if finished:
                     quota_minutes_record(user_id=request.session.owner_id, seconds=seconds)
                     payload = {"event": "complete", "total_frames": frames, **_ids(request)}
@@ -303,7 +308,10 @@ def _chunk_ready(request: StreamRequest, chunk: Chunk) -> bool:
         file=f"chunks/{request.request_id}/{chunk.path.name}",
         duration=round(chunk.duration_s, 3),
     )
-    fields: dict[str, Any] = {"total_chunks": chunk.total_chunks}
+    fields: dict[str, Any] = {
+        "total_chunks": chunk.total_chunks,
+        "generated_seconds": F("generated_seconds") + row.duration,
+    }
     if chunk.index == 0:
         fields["first_chunk_at"] = row.created_at
     # A long utterance keeps its session alive. The touch shares a transaction with the

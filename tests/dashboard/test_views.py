@@ -4,6 +4,7 @@ revoked after a confirmation), each user seeing only their own."""
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import pytest
 from django.contrib.auth.models import User
@@ -11,8 +12,13 @@ from django.test import Client
 
 from avatars.models import Avatar
 from musetalk_site.api_tokens import api_token_create, api_token_user
-from musetalk_site.models import ApiToken
-from tests.factories import AvatarFactory, UserFactory
+from musetalk_site.models import ApiToken, MonthlyUsage
+from tests.factories import (
+    AvatarFactory,
+    StreamRequestFactory,
+    StreamSessionFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -147,3 +153,19 @@ def test_deleting_an_avatar_asks_first_and_only_its_owner_can(client):
     response = client.post("/dashboard/avatars/anna/delete/")
     assert response.status_code == 302 and response["Location"] == "/"
     assert not Avatar.objects.filter(avatar_id="anna").exists()
+
+
+def test_usage_shows_minutes_by_month_and_by_session_against_the_limits(client, settings):
+    settings.QUOTA_MONTHLY_MINUTES = 600
+    user = _signed_in(client)
+    MonthlyUsage.objects.create(user=user, month=date(2026, 10, 1), generated_seconds=90.0)
+    session = StreamSessionFactory(owner=user, session_id="mine-123")
+    for seconds in (12.5, 2.0):
+        StreamRequestFactory(session=session, status="completed", generated_seconds=seconds)
+    StreamSessionFactory(session_id="theirs-456")  # someone else's
+    page = client.get("/dashboard/usage/").content.decode()
+    assert "October 2026" in page and "1.5" in page  # 90 s = 1.5 min
+    assert "of 600 min" in page
+    row = re.search(r"<tr><td><code>mine-123</code>.*?</tr>", page, re.S)
+    assert row and "<td>2</td><td>14.5</td>" in row.group(0)
+    assert "theirs-456" not in page

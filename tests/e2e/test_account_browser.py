@@ -77,6 +77,11 @@ def test_sign_up_then_make_use_and_revoke_a_token(live_stack: Stack, browser):
     me = requests.get(base + "/api/me/", headers={"Authorization": f"Token {key}"}, timeout=30)
     assert me.status_code == 401
 
+    browser.find_element(By.LINK_TEXT, "Usage").click()
+    _wait_heading(browser, "Usage")
+    assert "Minutes generated this month" in browser.find_element(By.TAG_NAME, "main").text
+    _check_page(browser, "usage")
+
 
 def _sign_up(browser, base: str, username: str) -> None:
     browser.get(base + "/signup/")

@@ -17,6 +17,7 @@ import requests
 from avatars.models import Avatar
 from avatars.services.avatar import avatar_dir
 from musetalk_site.stack import Stack
+from sessions_app.models import StreamRequest
 from sessions_app.webrtc.tracks import decode_pcm
 from tests.e2e.client import ApiClient, ready_avatar_user, wait_for
 from tests.e2e.webrtc_client import Viewer, loud, luma
@@ -456,6 +457,8 @@ def test_a_client_following_the_seed_load_testers_protocol_completes(
     got = asyncio.run(run())
     assert got["live"] < got["done"] and got["polls"] >= 3
     print(f"load-tester protocol: live after {got['live']:.2f} s, done after {got['done']:.2f} s")
+    [spoken] = StreamRequest.objects.filter(session__session_id=session_id)
+    assert spoken.generated_seconds == pytest.approx(2.0, abs=0.05)  # frames / fps, for usage
     assert client.delete(f"/webrtc/sessions/{session_id}").json()["status"] == "deleted"
 
 

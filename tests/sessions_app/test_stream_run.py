@@ -51,6 +51,7 @@ def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server
     services.stream_request_run(request_pk=request.pk)
     settled(request)
     assert request.status == StreamRequest.Status.COMPLETED and request.total_chunks == 3
+    assert request.generated_seconds == pytest.approx(sum(c.duration for c in request.chunks.all()))
     assert request.first_chunk_at is not None and request.worker_id
     assert engine.config.chunk_seconds == 1.0 and engine.config.batch_size == 4
     assert engine.audio_track == AUDIO_TRACK  # the HLS segmenter's continuous audio
