@@ -7,6 +7,7 @@ import musetalk_site.converters  # noqa: F401 - registers <id:...>
 from dashboard import views
 
 urlpatterns = [
+    path("login/", views.LoginView.as_view(), name="login"),
     path("signup/", views.signup, name="signup"),
     path(
         "account/password/",

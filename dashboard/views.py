@@ -4,9 +4,12 @@ They call the same services as the REST API (``musetalk_site.api_tokens``)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -20,9 +23,27 @@ from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tok
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.quotas import quota_monthly_history, quota_summary_for_user
+from musetalk_site.throttles import TokenThrottle
 from sessions_app import selectors as session_selectors
 
 MODEL_BACKEND = "django.contrib.auth.backends.ModelBackend"
+
+
+def _too_many_attempts(request: HttpRequest) -> HttpResponse | None:
+    """Sign-ups and sign-ins count against ``THROTTLE_TOKEN_RATE`` per client address, like
+    token requests: a 429 page once it is spent."""
+    throttle = TokenThrottle()
+    if request.method != "POST" or throttle.allow_request(request, None):  # type: ignore[arg-type]
+        return None
+    wait = int(throttle.wait() or 1)
+    response = render(request, "account/too_many.html", {"wait": wait}, status=429)
+    response["Retry-After"] = str(wait)
+    return response
+
+
+class LoginView(auth_views.LoginView):
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        return _too_many_attempts(request) or super().post(request, *args, **kwargs)
 
 
 @require_http_methods(["GET", "POST"])
@@ -31,6 +52,9 @@ def signup(request: HttpRequest) -> HttpResponse:
         return render(request, "account/signup_closed.html", status=404)
     if request.user.is_authenticated:
         return redirect("dashboard")
+    refused = _too_many_attempts(request)
+    if refused is not None:
+        return refused
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         user = form.save()

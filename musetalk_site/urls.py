@@ -19,7 +19,6 @@ urlpatterns = [
     path("", views.root, name="dashboard"),  # browsers: the dashboard; API clients: JSON
     # Browsers ask for it on pages without an icon link (JSON, media): no 404 in their console.
     path("favicon.ico", RedirectView.as_view(url=static("img/favicon.svg"), permanent=True)),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("health", apis.HealthApi.as_view(), name="health"),

@@ -31,6 +31,15 @@ def redis_server() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_request_counts() -> None:
+    """Request-rate counts (sign-ins, sign-ups, tokens, uploads) live in the cache, which
+    outlives each test's database: every test starts with none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _clean_redis_between_tests(request: pytest.FixtureRequest) -> Iterator[None]:
     yield
     if "redis_server" in request.fixturenames and "live_stack" not in request.fixturenames:

@@ -169,3 +169,16 @@ def test_usage_shows_minutes_by_month_and_by_session_against_the_limits(client, 
     row = re.search(r"<tr><td><code>mine-123</code>.*?</tr>", page, re.S)
     assert row and "<td>2</td><td>14.5</td>" in row.group(0)
     assert "theirs-456" not in page
+
+
+def test_sign_ups_and_sign_ins_past_the_rate_get_a_429_page(client, settings):
+    settings.THROTTLE_TOKEN_RATE = "2/min"
+    UserFactory(username="someone")
+    wrong = {"username": "someone", "password": "guess"}
+    assert client.post("/login/", wrong).status_code == 200  # the form again, with its error
+    assert client.post("/signup/", {"username": "x"}).status_code == 400
+    refused = client.post("/login/", {"username": "someone", "password": PASSWORD})
+    assert refused.status_code == 429 and int(refused["Retry-After"]) > 0
+    assert b"Too many attempts" in refused.content
+    assert client.post("/signup/", {"username": "y"}).status_code == 429
+    assert client.get("/login/").status_code == 200  # reading the form is not an attempt
