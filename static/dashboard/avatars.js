@@ -6,8 +6,6 @@
   const form = document.getElementById("avatar-upload");
   const dropText = document.getElementById("dropzone-text");
   const showError = forms.errorBox(document.getElementById("upload-error"));
-  const progressBox = document.getElementById("upload-progress");
-  const submit = document.getElementById("upload-submit");
   const limits = {
     kind: "video", what: "a video: choose an MP4, MOV or WebM file",
     extensions: [".mp4", ".mov", ".webm", ".mkv", ".m4v"],
@@ -38,14 +36,7 @@
     data.append("bbox_shift", form.elements.bbox_shift.value || "0");
     data.append("wait", "false");
     data.append("video_file", chosen, chosen.name);
-    showError("");
-    progressBox.hidden = false;
-    submit.disabled = true;
-    forms.send("/avatars/prepare", data, {
-      bar: document.getElementById("upload-bar"),
-      onDone: () => window.location.reload(),
-      onError: (message) => { showError(message); progressBox.hidden = true; submit.disabled = false; },
-    });
+    forms.submit("/avatars/prepare", data, "upload", showError);
   });
 
   // Webcam: record a clip and use it as the upload.
@@ -71,15 +62,7 @@
 
   // Preparation progress, live from the avatar's event feed.
   for (const card of document.querySelectorAll('.avatar-card[data-status="queued"], .avatar-card[data-status="preparing"]')) {
-    forms.follow(`/avatars/${encodeURIComponent(card.dataset.avatarId)}/events`, (data) => {
-      const progress = card.querySelector('[data-role="progress"]');
-      const stage = card.querySelector('[data-role="stage"]');
-      if (progress && typeof data.progress === "number") { progress.value = data.progress; progress.textContent = `${data.progress}%`; }
-      if (stage && data.stage) stage.textContent = data.stage;
-      const over = data.status === "ready" || data.status === "failed";
-      if (over) window.location.reload();
-      return over;
-    });
+    forms.followProgress(`/avatars/${encodeURIComponent(card.dataset.avatarId)}/events`, card, ["ready", "failed"]);
   }
 
   // Idle-loop previews: loaded and played only while the card is hovered or focused.

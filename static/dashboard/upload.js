@@ -86,6 +86,35 @@ window.MuseTalkForms = (() => {
     return feed;
   }
 
+  // Send a form's data with its progress bar ("<prefix>-progress", "-bar", "-submit"); the page
+  // reloads once the API took it, else shows the API's message.
+  function submit(url, data, prefix, showError) {
+    const box = document.getElementById(`${prefix}-progress`);
+    const button = document.getElementById(`${prefix}-submit`);
+    showError("");
+    box.hidden = false;
+    button.disabled = true;
+    send(url, data, {
+      bar: document.getElementById(`${prefix}-bar`),
+      onDone: () => window.location.reload(),
+      onError: (message) => { showError(message); box.hidden = true; button.disabled = false; },
+    });
+  }
+
+  // Follow the progress of the work shown in `element` (its [data-role=progress] and
+  // [data-role=stage]); the page reloads once the status is one of `endStatuses`.
+  function followProgress(url, element, endStatuses) {
+    follow(url, (data) => {
+      const progress = element.querySelector('[data-role="progress"]');
+      const stage = element.querySelector('[data-role="stage"]');
+      if (progress && typeof data.progress === "number") { progress.value = data.progress; progress.textContent = `${data.progress}%`; }
+      if (stage && data.stage) stage.textContent = data.stage;
+      const over = endStatuses.includes(data.status);
+      if (over) window.location.reload();
+      return over;
+    });
+  }
+
   const canRecord = Boolean(navigator.mediaDevices && window.MediaRecorder);
-  return { errorBox, dropzone, problem, send, record, follow, canRecord };
+  return { errorBox, dropzone, problem, submit, record, followProgress, canRecord };
 })();

@@ -6,20 +6,12 @@
   const form = document.getElementById("video-form");
 
   for (const job of document.querySelectorAll('.job[data-status="queued"], .job[data-status="running"]')) {
-    forms.follow(`/generate/${encodeURIComponent(job.dataset.requestId)}/events`, (data) => {
-      const progress = job.querySelector('[data-role="progress"]');
-      if (progress && typeof data.progress === "number") { progress.value = data.progress; progress.textContent = `${data.progress}%`; }
-      const over = ["succeeded", "failed", "cancelled"].includes(data.status);
-      if (over) window.location.reload();
-      return over;
-    });
+    forms.followProgress(`/generate/${encodeURIComponent(job.dataset.requestId)}/events`, job, ["succeeded", "failed", "cancelled"]);
   }
   if (!form) return;  // no prepared avatar yet
 
   const dropText = document.getElementById("audio-dropzone-text");
   const showError = forms.errorBox(document.getElementById("video-error"));
-  const progressBox = document.getElementById("video-progress");
-  const submit = document.getElementById("video-submit");
   const limits = {
     kind: "audio", what: "audio: choose a WAV, MP3, M4A, OGG or WebM file",
     extensions: [".wav", ".mp3", ".m4a", ".aac", ".ogg", ".oga", ".opus", ".flac", ".webm"],
@@ -62,13 +54,6 @@
     const data = new FormData();
     data.append("avatar_id", form.elements.avatar_id.value);
     data.append("audio_file", chosen, chosen.name);
-    showError("");
-    progressBox.hidden = false;
-    submit.disabled = true;
-    forms.send("/generate", data, {
-      bar: document.getElementById("video-bar"),
-      onDone: () => window.location.reload(),
-      onError: (message) => { showError(message); progressBox.hidden = true; submit.disabled = false; },
-    });
+    forms.submit("/generate", data, "video", showError);
   });
 })();
