@@ -160,13 +160,15 @@ def test_a_viewer_sees_idle_then_live_speech_then_idle_with_audio_in_step(
     # As the viewer sees it: when the speech starts in what it hears, against when it shows
     # the frame of that moment. A worker slower than real time makes the track hold frames
     # (the audio waits with them), so frames are counted as they change, not by the clock.
+    # A held frame still changes a little as the encoder refines it (mean change in the face
+    # up to ~1.5 levels seen), a new frame from the model by 3 or more.
     pcm = decode_pcm(media_dir / "speech.wav")
     onset = next(i for i in range(0, len(pcm), 960) if np.abs(pcm[i : i + 960]).max() > 300)
     shown: list[float] = []  # arrival of live frame 0, 1, 2 ... (repeats skipped)
     previous = None
     for received in live:
         picture = luma(received.frame)
-        if previous is None or float(np.abs(picture - previous).mean()) > 0.5:
+        if previous is None or float(np.abs(picture - previous)[region].mean()) > 2.0:
             shown.append(received.at)
         previous = picture
     frame = min(round(onset / 48000 * FPS), len(shown) - 1)
