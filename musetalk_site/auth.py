@@ -15,12 +15,14 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
+from django.middleware.csrf import CsrfViewMiddleware
 from rest_framework.authtoken.models import Token
+from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
 
 from musetalk_site.anonymous import TOKEN_PARAM, anonymous_access_user, anonymous_request_user
 from musetalk_site.api_tokens import api_token_user
-from musetalk_site.errors import NotAuthenticatedError
+from musetalk_site.errors import ApplicationError, NotAuthenticatedError
 
 
 def user_for_token(key: str) -> Any:
@@ -50,12 +52,34 @@ def _token_from_header(value: str) -> str | None:
     return key.strip() if scheme.lower() == "token" and key.strip() else None
 
 
+class _CsrfCheck(CsrfViewMiddleware):
+    def _reject(self, request: HttpRequest, reason: str) -> Any:
+        return reason  # the reason, not Django's HTML page
+
+
+def _csrf_refusal(request: HttpRequest) -> str | None:
+    """Why Django's CSRF check refuses ``request``, or None when it passes."""
+    check = _CsrfCheck(lambda _request: None)  # type: ignore[arg-type]
+    check.process_request(request)  # reads the CSRF cookie
+    return check.process_view(request, None, (), {})  # type: ignore[arg-type,return-value]
+
+
 async def request_user(request: HttpRequest) -> Any:
-    """The user of an async Django view: session, token header or ``?token=``."""
-    user = await request.auser()
-    if user.is_authenticated:
-        return user
+    """The user of an async Django view: session, token header or ``?token=``. An unsafe
+    method that carries a token (header or query: a player page's calls) is that token's;
+    one that relies on the session cookie passes Django's CSRF check first, as with DRF's
+    session authentication (403 otherwise)."""
     header = request.headers.get("Authorization", "")
+    unsafe = request.method not in SAFE_METHODS
+    explicit = unsafe and bool(header or TOKEN_PARAM in request.GET)
+    user = AnonymousUser() if explicit else await request.auser()
+    if user.is_authenticated:
+        if unsafe:
+            # In a thread: the check may parse a multipart body for its form field.
+            refused = await sync_to_async(_csrf_refusal, thread_sensitive=False)(request)
+            if refused is not None:
+                raise ApplicationError(f"CSRF Failed: {refused}", status=403)
+        return user
     key = _token_from_header(header) or request.GET.get(TOKEN_PARAM)
     if key:
         return await sync_to_async(user_for_token)(key)

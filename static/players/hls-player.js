@@ -84,7 +84,11 @@
     hls.on(window.Hls.Events.ERROR, (_event, data) => onHlsError(hls, data));
     hls.on(window.Hls.Events.MANIFEST_PARSED, play);
     hls.on(window.Hls.Events.FRAG_CHANGED, (_event, data) => {
-      state.played = state.played.concat(data.frag.relurl.split("?")[0]).slice(-50);
+      const name = data.frag.relurl.split("?")[0];
+      const isLive = (segment) => segment.split("/").pop().startsWith("live_");
+      const previous = state.played[state.played.length - 1] || "";
+      state.played = state.played.concat(name).slice(-50);
+      if (isLive(name) && !isLive(previous)) announceLive();
     });
     hls.loadSource(config.playlist_url);
     hls.attachMedia(video);
@@ -101,6 +105,13 @@
       show("buffering", "Reconnecting…");
       setTimeout(() => hls.startLoad(), 2000);
     }
+  }
+
+  // A same-origin page that embeds this player (the dashboard's playground) hears when the
+  // first segment of an utterance is on screen (hls.js only: native HLS does not say).
+  function announceLive() {
+    if (window.parent === window) return;
+    window.parent.postMessage({ type: "musetalk-live", player: "hls" }, location.origin);
   }
 
   function unmute() {

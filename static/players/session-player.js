@@ -339,9 +339,19 @@
     render();
   }
 
+  /* Tells a same-origin page that embeds this player (the dashboard's playground) when an
+   * utterance's first frame is on screen: {type: "musetalk-live", player: "mse", request_id}. */
+  function announceLive() {
+    const current = player.queue[0];
+    if (!current || current.announced || window.parent === window) return;
+    current.announced = true;
+    window.parent.postMessage({ type: "musetalk-live", player: "mse", request_id: current.requestId }, location.origin);
+  }
+
   live.addEventListener("playing", () => {
     live.dataset.waiting = "no";
     root.dataset.live = "on";
+    announceLive();
     idle.pause(); // hidden underneath: no need to decode it meanwhile
     render();
   });

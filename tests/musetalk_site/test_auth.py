@@ -90,3 +90,31 @@ def test_pages_need_a_login_and_login_works(client):
     page = client.get("/")
     assert page.status_code == 200
     assert b"Your avatars" in page.content
+
+
+@pytest.mark.parametrize("method", ["post", "delete"])
+def test_a_cookie_user_of_the_async_endpoints_passes_the_csrf_check(method):
+    """The WebRTC endpoints are plain async views: a signed-in browser's unsafe request needs
+    the CSRF token there as it does in DRF, else a page on another site could drive them."""
+    from django.test import Client
+
+    UserFactory(username="carol")
+    browser = Client(enforce_csrf_checks=True)
+    browser.login(username="carol", password="correct horse battery")
+    path = "/webrtc/sessions/nosuchsession/" + ("interrupt" if method == "post" else "")
+    path = path.rstrip("/")
+    refused = getattr(browser, method)(path)
+    assert refused.status_code == 403
+    assert refused.json()["message"].startswith("CSRF Failed: CSRF cookie not set")
+
+    # A player page's call carries its token: that token speaks, not the cookie.
+    assert getattr(browser, method)(path + "?token=some-player-token").status_code == 404
+
+    browser.get("/dashboard/videos/")  # any page with a form sets the CSRF cookie
+    token = browser.cookies["csrftoken"].value
+    checked = getattr(browser, method)(path, HTTP_X_CSRFTOKEN=token)
+    assert checked.status_code == 404  # past the check: the session does not exist
+
+    api = Client(enforce_csrf_checks=True)  # a token header needs no CSRF token
+    key = Token.objects.create(user=UserFactory(username="dave")).key
+    assert getattr(api, method)(path, HTTP_AUTHORIZATION=f"Token {key}").status_code == 404
