@@ -28,6 +28,7 @@ urlpatterns = [
         name="avatar-delete-page",
     ),
     path("dashboard/videos/", views.videos, name="dashboard-videos"),
+    path("dashboard/live/", views.live, name="dashboard-live"),
     path("dashboard/usage/", views.usage, name="dashboard-usage"),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="account-token-revoke"),

@@ -117,13 +117,29 @@ def videos(request: HttpRequest) -> HttpResponse:
     context = {
         "avatars": avatar_selectors.avatar_list_prepared_for_user(user=user),
         "jobs": [job_payload(job) for job in avatar_selectors.job_list_for_user(user=user)[:50]],
-        "audio_limits": {
-            "max_bytes": settings.MAX_AUDIO_UPLOAD_BYTES,
-            "max_mb": settings.MAX_AUDIO_UPLOAD_BYTES // (1024 * 1024),
-            "max_seconds": settings.MAX_AUDIO_SECONDS,
-        },
+        "audio_limits": _audio_limits(),
     }
     return render(request, "dashboard/videos.html", context)
+
+
+@login_required
+def live(request: HttpRequest) -> HttpResponse:
+    """The live playground: a session on a prepared avatar, played by the MSE, HLS or WebRTC
+    player, spoken to with uploaded or recorded audio; the page calls the REST API."""
+    user = authenticated_user(request)
+    context = {
+        "avatars": avatar_selectors.avatar_list_prepared_for_user(user=user),
+        "audio_limits": _audio_limits(),
+    }
+    return render(request, "dashboard/live.html", context)
+
+
+def _audio_limits() -> dict[str, Any]:
+    return {
+        "max_bytes": settings.MAX_AUDIO_UPLOAD_BYTES,
+        "max_mb": settings.MAX_AUDIO_UPLOAD_BYTES // (1024 * 1024),
+        "max_seconds": settings.MAX_AUDIO_SECONDS,
+    }
 
 
 USAGE_ROWS = (  # key, label, unit

@@ -26,7 +26,7 @@ from musetalk_site.errors import ApplicationError
 from musetalk_site.schema import error
 from sessions_app import hls, selectors
 from sessions_app.models import StreamSession
-from sessions_app.players import player_error_page
+from sessions_app.players import player_error_page, player_response
 from sessions_app.services import session_chunk_served
 from sessions_app.tokens import ACCESS_TOKEN_QUERY
 
@@ -161,6 +161,4 @@ def _hls_player_render(
         config = hls.hls_player_config(session=session, token=token)
     except Exception as exc:
         return player_error_page(request, exc)
-    response = render(request, "players/hls.html", {"player": config})
-    response["Cache-Control"] = "no-store"  # the page carries its token
-    return response
+    return player_response(render(request, "players/hls.html", {"player": config}))

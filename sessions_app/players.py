@@ -23,6 +23,15 @@ from sessions_app.tokens import PLAYER_TOKEN_QUERY
 NO_STORE = "no-store"  # the page carries its token; no cache should keep it
 
 
+def player_response(response: HttpResponse) -> HttpResponse:
+    """A player page as it goes out: no cache keeps it (it carries its token), and any site
+    may frame it (players are made to be embedded; they hold nothing but their own session,
+    so there is nothing to click-jack)."""
+    response["Cache-Control"] = NO_STORE
+    response.xframe_options_exempt = True
+    return response
+
+
 async def session_player(request: HttpRequest, session_id: str) -> HttpResponse:
     """``GET /player/session/{id}?token=``: the Android / Chrome WebView player."""
     return await _player_page(request, "players/session.html", session_id)
@@ -74,9 +83,7 @@ def _player_page_render(
         page = config(token=token, session_id=session_id, user=user)
     except Exception as exc:
         return player_error_page(request, exc)
-    response = render(request, template, {"player": page})
-    response["Cache-Control"] = NO_STORE
-    return response
+    return player_response(render(request, template, {"player": page}))
 
 
 def player_error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
@@ -93,9 +100,9 @@ def player_error_page(request: HttpRequest, exc: Exception) -> HttpResponse:
         status, message = 401, "This player link has expired. Ask the app for a new one."
     else:
         status, message = 401, "This player link is not valid."
-    response = render(request, "players/error.html", {"message": message}, status=status)
-    response["Cache-Control"] = NO_STORE
-    return response
+    return player_response(
+        render(request, "players/error.html", {"message": message}, status=status)
+    )
 
 
 class PlayerIdleVideoApi(APIView):

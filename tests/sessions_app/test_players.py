@@ -201,3 +201,19 @@ def test_a_reopened_page_skips_finished_utterances_but_not_the_current_one(
     first = event_publish(sid, {"event": "speaking_started", "request_id": current.request_id})
     event_publish(sid, {"event": "chunk", "index": 0, "request_id": current.request_id})
     assert _config(client.get(page))["start_after"] == first - 1 == 3
+
+
+def test_player_pages_may_be_framed_by_any_site_and_the_dashboard_by_none(
+    client: Client, session, token
+):
+    sid = session.session_id
+    for path in (
+        f"/player/session/{sid}?token={token}",
+        f"/player/mobile?session_id={sid}&token={token}",
+        f"/hls/player/{sid}?token={token}",
+        f"/player/session/{sid}?token=forged",  # its error page too: it shows in the frame
+    ):
+        response = client.get(path)
+        assert response.status_code in (200, 401), path
+        assert "X-Frame-Options" not in response, path
+    assert client.get("/login/")["X-Frame-Options"] == "DENY"
