@@ -89,7 +89,12 @@ def test_a_password_change_needs_the_old_one(client):
 
 
 def test_account_pages_need_a_sign_in(client):
-    for path in ("/account/tokens/", "/account/password/", "/account/tokens/1/revoke/"):
+    for path in (
+        "/account/tokens/",
+        "/account/password/",
+        "/account/tokens/1/revoke/",
+        "/dashboard/live/",
+    ):
         response = client.get(path)
         assert response.status_code == 302 and response["Location"].startswith("/login/"), path
 
@@ -182,3 +187,20 @@ def test_sign_ups_and_sign_ins_past_the_rate_get_a_429_page(client, settings):
     assert b"Too many attempts" in refused.content
     assert client.post("/signup/", {"username": "y"}).status_code == 429
     assert client.get("/login/").status_code == 200  # reading the form is not an attempt
+
+
+def test_the_live_playground_offers_only_the_users_prepared_avatars(client):
+    user = _signed_in(client)
+    AvatarFactory(owner=user, avatar_id="anna", status=Avatar.Status.READY)
+    AvatarFactory(owner=user, avatar_id="still-preparing", status=Avatar.Status.PREPARING)
+    AvatarFactory(owner=UserFactory(), avatar_id="someone-elses", status=Avatar.Status.READY)
+    page = client.get("/dashboard/live/").content.decode()
+    options = re.findall(r'<option value="([^"]+)">', page)
+    assert options == ["anna"]
+    assert 'id="live-start"' in page and "dashboard/live.js" in page
+
+
+def test_the_live_playground_without_a_prepared_avatar_says_what_to_do(client):
+    _signed_in(client)
+    page = client.get("/dashboard/live/").content.decode()
+    assert 'id="live-start"' not in page and "No prepared avatar yet" in page

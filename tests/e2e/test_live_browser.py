@@ -152,7 +152,7 @@ def test_talk_to_an_avatar_in_the_mse_hls_and_webrtc_players(live_stack: Stack, 
     time.sleep(2)  # hls.js is on the idle loop
     browser.find_element(By.ID, "live-resend").click()
     third = _shown(browser, 3)
-    assert third["cells"][1:3] == ["hello.wav", "HLS"]
+    assert third["cells"][1:3] == ["recording.webm", "HLS"]  # the last audio, sent again
     assert _latency_ms(third) > 0
 
     # A long utterance, interrupted.
@@ -162,6 +162,9 @@ def test_talk_to_an_avatar_in_the_mse_hls_and_webrtc_players(live_stack: Stack, 
     browser.find_element(By.ID, "live-interrupt").click()
     requests = _settled_requests(session)
     assert [r.status for r in requests] == ["completed"] * 3 + ["interrupted"]
+    for row, request in zip(_rows(browser), requests, strict=True):
+        made = (request.first_chunk_at - request.queued_at).total_seconds()
+        print(f"{row['cells']}: first chunk made {1000 * made:.0f} ms after the upload")
     assert axe_violations(browser) == [] and console_errors(browser) == []
     screenshots(browser, "live-session")
 
@@ -176,13 +179,15 @@ def test_talk_to_an_avatar_in_the_mse_hls_and_webrtc_players(live_stack: Stack, 
     assert webrtc.kind == StreamSession.Kind.WEBRTC
     assert not browser.find_element(By.ID, "live-player-switch").is_displayed()
     WebDriverWait(browser, 60).until(
-        lambda b: _in_player(b, "return window.musetalkWebrtcPlayer.state.connection")
-        == "connected"
+        lambda b: (
+            _in_player(b, "return window.musetalkWebrtcPlayer.state.connection") == "connected"
+        )
     )
     browser.find_element(By.ID, "talk-file").send_keys(str(media["hello.wav"]))
     live = _shown(browser, 1)
     assert live["cells"][1:3] == ["hello.wav", "WEBRTC"]
     assert _latency_ms(live) > 0
+    print(f"WebRTC: {live['cells']}")
     curl = browser.find_element(By.ID, "snippet-curl").get_attribute("value")
     assert f"{base}/webrtc/sessions/{webrtc.session_id}/stream" in curl
     assert [r.status for r in _settled_requests(webrtc)] == ["completed"]
