@@ -32,4 +32,9 @@ urlpatterns = [
     path("dashboard/usage/", views.usage, name="dashboard-usage"),
     path("account/tokens/", views.tokens, name="account-tokens"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="account-token-revoke"),
+    path(
+        "account/tokens/sign-in/revoke/",
+        views.signin_token_revoke_page,
+        name="account-signin-token-revoke",
+    ),
 ]

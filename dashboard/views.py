@@ -19,7 +19,13 @@ from avatars import selectors as avatar_selectors
 from avatars import services as avatar_services
 from avatars.presenters import job_payload
 from dashboard.forms import SignupForm, TokenForm
-from musetalk_site.api_tokens import api_token_create, api_token_revoke, api_tokens_for_user
+from musetalk_site.api_tokens import (
+    api_token_create,
+    api_token_revoke,
+    api_tokens_for_user,
+    signin_token_for_user,
+    signin_token_revoke,
+)
 from musetalk_site.auth import authenticated_user
 from musetalk_site.errors import ApplicationError
 from musetalk_site.quotas import quota_monthly_history, quota_summary_for_user
@@ -78,7 +84,12 @@ def tokens(request: HttpRequest) -> HttpResponse:
             form = TokenForm()
         except ApplicationError as exc:
             form.add_error("name", exc.message)
-    context = {"form": form, "created": created, "tokens": api_tokens_for_user(user=user)}
+    context = {
+        "form": form,
+        "created": created,
+        "tokens": api_tokens_for_user(user=user),
+        "signin_token": signin_token_for_user(user=user),
+    }
     status = 201 if created else 400 if form.errors else 200
     return render(request, "account/tokens.html", context, status=status)
 
@@ -94,6 +105,22 @@ def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
         messages.success(request, f"Token “{token.name}” revoked: it no longer works.")
         return redirect("account-tokens")
     return render(request, "account/token_revoke.html", {"token": token})
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def signin_token_revoke_page(request: HttpRequest) -> HttpResponse:
+    """GET asks for confirmation; POST revokes the sign-in token."""
+    user = authenticated_user(request)
+    token = signin_token_for_user(user=user)
+    if token is None:
+        messages.info(request, "You have no sign-in token.")
+        return redirect("account-tokens")
+    if request.method == "POST":
+        signin_token_revoke(user=user)
+        messages.success(request, "Sign-in token revoked: it no longer works.")
+        return redirect("account-tokens")
+    return render(request, "account/signin_token_revoke.html", {"token": token})
 
 
 @login_required

@@ -19,6 +19,8 @@ from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from rest_framework.authtoken.models import Token
+
 from musetalk_site.errors import ApplicationError
 from musetalk_site.models import ApiToken
 
@@ -84,3 +86,15 @@ def api_token_user(*, key: str) -> Any:
 
 def api_tokens_for_user(*, user: User) -> QuerySet[ApiToken]:
     return ApiToken.objects.filter(user=user).order_by("-created_at")
+
+
+def signin_token_for_user(*, user: User) -> Token | None:
+    """The sign-in token ``POST /api/auth/token/`` hands out, when the user has one."""
+    return Token.objects.filter(user=user).first()
+
+
+def signin_token_revoke(*, user: User) -> None:
+    """Revoke the sign-in token: it stops working at once; the next sign-in makes a new one."""
+    deleted, _ = Token.objects.filter(user=user).delete()
+    if not deleted:
+        raise ApplicationError("You have no sign-in token.", status=404)

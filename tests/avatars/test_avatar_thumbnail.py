@@ -54,3 +54,22 @@ def test_no_thumbnail_before_preparation_or_for_another_user(api, other_api):
     assert api.get("/avatars/fresh/thumbnail").status_code == 404
     _prepared(api.user)
     assert other_api.get("/avatars/anna/thumbnail").status_code == 404
+
+
+def test_the_gallery_links_the_still_of_this_preparation(client):
+    """Browsers keep a thumbnail 5 min: the gallery's link changes when the avatar does
+    (prepared again), so the new still shows at once."""
+    import re
+
+    avatar = _prepared(AvatarFactory().owner)
+    client.force_login(avatar.owner)
+
+    def link() -> str:
+        page = client.get("/").content.decode()
+        return re.search(r'<img src="(/avatars/anna/thumbnail[^"]*)"', page).group(1)
+
+    first = link()
+    assert first == f"/avatars/anna/thumbnail?v={int(avatar.updated_at.timestamp())}"
+    assert client.get(first).status_code == 200
+    Avatar.objects.filter(pk=avatar.pk).update(updated_at=avatar.updated_at.replace(year=2030))
+    assert link() != first

@@ -204,3 +204,23 @@ def test_the_live_playground_without_a_prepared_avatar_says_what_to_do(client):
     _signed_in(client)
     page = client.get("/dashboard/live/").content.decode()
     assert 'id="live-start"' not in page and "No prepared avatar yet" in page
+
+
+def test_the_sign_in_token_is_listed_and_can_be_revoked(client):
+    from rest_framework.authtoken.models import Token
+
+    user = _signed_in(client)
+    assert "None: nothing has signed in" in client.get("/account/tokens/").content.decode()
+    token = Token.objects.create(user=user)
+    other = Token.objects.create(user=UserFactory())
+    page = client.get("/account/tokens/").content.decode()
+    assert f"<code>{token.key[:6]}…</code>" in page and token.key not in page
+    confirm = client.get("/account/tokens/sign-in/revoke/")
+    assert confirm.status_code == 200 and "Revoke the sign-in token?" in confirm.content.decode()
+    assert Token.objects.filter(user=user).exists()
+    response = client.post("/account/tokens/sign-in/revoke/")
+    assert response.status_code == 302 and response["Location"] == "/account/tokens/"
+    assert not Token.objects.filter(user=user).exists()
+    assert Token.objects.filter(pk=other.pk).exists()  # nobody else's
+    again = client.post("/account/tokens/sign-in/revoke/")
+    assert again.status_code == 302  # nothing left to revoke: back to the list, with a note
