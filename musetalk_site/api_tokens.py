@@ -18,7 +18,6 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
-
 from rest_framework.authtoken.models import Token
 
 from musetalk_site.errors import ApplicationError
