@@ -364,6 +364,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warm-seconds", type=float, default=1.0, help="untimed warm-up stream")
     parser.add_argument("--no-calibrate", action="store_true", help="skip Engine.calibrate()")
     parser.add_argument(
+        "--no-degrade",
+        action="store_true",
+        help="the scheduler generates every frame of a late stream (pure throughput)",
+    )
+    parser.add_argument(
         "--accel", default="", help="MUSETALK_ACCEL-style model speed-ups, e.g. channels_last"
     )
     parser.add_argument("--avatar-frames", type=int, default=25)
@@ -386,8 +391,11 @@ class Bench:
         self.began = time.monotonic()
         _log(f"loading {args.profile} on {args.device} (RANDOM weights: real cost, noise output)")
         config = EngineConfig(profile=args.profile, models_dir=args.models_dir, device=args.device)
-        self.engine = Engine.from_config(config, max_batch=args.max_batch)
+        self.engine = Engine.from_config(
+            config, max_batch=args.max_batch, degrade=not args.no_degrade
+        )
         self.env = _environment(self.engine, args)
+        self.env["degrade"] = not args.no_degrade
         self.env["host"] = platform.node()
         self.env["accel"] = parse_options(args.accel).label()
         if args.accel:
@@ -565,8 +573,13 @@ def markdown(summary: dict[str, Any]) -> str:
         f"max batch {summary['max_batch']}, {summary['batch_size']} frames per batch per "
         f"stream; model speed-ups: {env.get('accel', 'baseline')}"
         + (f" (warmed in {env['accel_warm_s']} s)" if "accel_warm_s" in env else "")
-        + f"; calibration {summary['calibration'] or 'skipped'} frames/s by batch. "
-        f"{summary['note']}",
+        + f"; calibration {summary['calibration'] or 'skipped'} frames/s by batch; late "
+        + (
+            "streams degrade (repeated frames). "
+            if env.get("degrade", True)
+            else "streams never degrade (every frame generated). "
+        )
+        + f"{summary['note']}",
         "",
         "Single stream, scheduler (the best of these is the best single-stream throughput):",
         "",
