@@ -40,25 +40,13 @@
   });
 
   // Webcam: record a clip and use it as the upload.
-  const camStart = document.getElementById("webcam-start");
-  const camStop = document.getElementById("webcam-stop");
-  const camPreview = document.getElementById("webcam-preview");
-  camStart.hidden = !forms.canRecord;
-  let stop = null;
-  camStart.addEventListener("click", async () => {
-    try {
-      stop = await forms.record({ video: true, audio: true }, {
-        preview: camPreview, name: "webcam.webm", type: "video/webm",
-        onFile: (file) => { camPreview.hidden = true; camStop.hidden = true; camStart.hidden = false; choose(file); },
-      });
-    } catch (error) {
-      showError("The webcam is not available: allow the camera in your browser, or upload a file.");
-      return;
-    }
-    camPreview.hidden = false; camStop.hidden = false; camStart.hidden = true;
-    camStop.focus();
+  forms.recordButtons({
+    start: document.getElementById("webcam-start"), stop: document.getElementById("webcam-stop"),
+    preview: document.getElementById("webcam-preview"),
+    constraints: { video: true, audio: true }, name: "webcam.webm", type: "video/webm",
+    unavailable: "The webcam is not available: allow the camera in your browser, or upload a file.",
+    showError, onFile: choose,
   });
-  camStop.addEventListener("click", () => { if (stop) stop(); });
 
   // Preparation progress, live from the avatar's event feed.
   for (const card of document.querySelectorAll('.avatar-card[data-status="queued"], .avatar-card[data-status="preparing"]')) {

@@ -161,25 +161,12 @@
   });
   $("live-resend").addEventListener("click", () => { if (state.lastAudio) say(state.lastAudio); });
 
-  const micStart = $("talk-mic-start");
-  const micStop = $("talk-mic-stop");
-  const micStatus = $("talk-mic-status");
-  micStart.hidden = !forms.canRecord;
-  let stopRecording = null;
-  micStart.addEventListener("click", async () => {
-    try {
-      stopRecording = await forms.record({ audio: true }, {
-        name: "recording.webm", type: "audio/webm",
-        onFile: (file) => { micStop.hidden = true; micStart.hidden = false; micStatus.textContent = ""; say(file); },
-      });
-    } catch (error) {
-      showTalkError("The microphone is not available: allow it in your browser, or upload a file.");
-      return;
-    }
-    micStart.hidden = true; micStop.hidden = false; micStatus.textContent = "Listening…";
-    micStop.focus();
+  forms.recordButtons({
+    start: $("talk-mic-start"), stop: $("talk-mic-stop"), status: $("talk-mic-status"), busyText: "Listening…",
+    constraints: { audio: true }, name: "recording.webm", type: "audio/webm",
+    unavailable: "The microphone is not available: allow it in your browser, or upload a file.",
+    showError: showTalkError, onFile: say,
   });
-  micStop.addEventListener("click", () => { if (stopRecording) stopRecording(); });
 
   $("live-interrupt").addEventListener("click", async () => {
     try {

@@ -79,6 +79,30 @@ window.MuseTalkForms = (() => {
     return () => { if (recorder.state !== "inactive") recorder.stop(); };
   }
 
+  // A start and a stop button around record(): `start` (hidden where the browser cannot
+  // record) begins, `stop` ends and hands the file to onFile; `preview` shows the camera and
+  // `status` says what is going on while it records.
+  function recordButtons({ start, stop, status, preview, constraints, name, type, busyText, unavailable, showError, onFile }) {
+    start.hidden = !canRecord;
+    let finish = null;
+    const recording = (on) => {
+      start.hidden = on; stop.hidden = !on;
+      if (preview) preview.hidden = !on;
+      if (status) status.textContent = on ? busyText : "";
+    };
+    start.addEventListener("click", async () => {
+      try {
+        finish = await record(constraints, { preview, name, type, onFile: (file) => { recording(false); onFile(file); } });
+      } catch (error) {
+        showError(unavailable);
+        return;
+      }
+      recording(true);
+      stop.focus();
+    });
+    stop.addEventListener("click", () => { if (finish) finish(); });
+  }
+
   // Follow an SSE feed; onData(payload) returns true to stop following.
   function follow(url, onData) {
     const feed = new EventSource(url);
@@ -116,5 +140,5 @@ window.MuseTalkForms = (() => {
   }
 
   const canRecord = Boolean(navigator.mediaDevices && window.MediaRecorder);
-  return { errorBox, dropzone, problem, submit, record, followProgress, canRecord };
+  return { errorBox, dropzone, problem, submit, recordButtons, followProgress };
 })();

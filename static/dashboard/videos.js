@@ -26,25 +26,13 @@
   }
   forms.dropzone(document.getElementById("audio-dropzone"), document.getElementById("audio-file"), choose);
 
-  const micStart = document.getElementById("mic-start");
-  const micStop = document.getElementById("mic-stop");
-  const micStatus = document.getElementById("mic-status");
-  micStart.hidden = !forms.canRecord;
-  let stop = null;
-  micStart.addEventListener("click", async () => {
-    try {
-      stop = await forms.record({ audio: true }, {
-        name: "recording.webm", type: "audio/webm",
-        onFile: (file) => { micStop.hidden = true; micStart.hidden = false; micStatus.textContent = ""; choose(file); },
-      });
-    } catch (error) {
-      showError("The microphone is not available: allow it in your browser, or upload a file.");
-      return;
-    }
-    micStart.hidden = true; micStop.hidden = false; micStatus.textContent = "Recording…";
-    micStop.focus();
+  forms.recordButtons({
+    start: document.getElementById("mic-start"), stop: document.getElementById("mic-stop"),
+    status: document.getElementById("mic-status"), busyText: "Recording…",
+    constraints: { audio: true }, name: "recording.webm", type: "audio/webm",
+    unavailable: "The microphone is not available: allow it in your browser, or upload a file.",
+    showError, onFile: choose,
   });
-  micStop.addEventListener("click", () => { if (stop) stop(); });
 
   form.addEventListener("submit", async (event) => {
     event.preventDefault();

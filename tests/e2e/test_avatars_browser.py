@@ -1,7 +1,8 @@
-"""The avatars page in a real headless Chromium on the live stack (random-tiny engine): bad
-files are refused where the user looks, a real clip uploads with a progress bar, its card
-follows the preparation to Ready and shows a still of the face and the idle loop on hover;
-deleting asks first. axe-core, console and phone-width checks on each state."""
+"""The avatars page in a real headless Chromium on the live stack (random-tiny engine), as a
+newcomer's first visit: sign up; bad files are refused where the user looks; a real clip
+uploads with a progress bar, its card follows the preparation to Ready and shows a still of
+the face and the idle loop on hover; a video of it made on the Videos page plays; deleting
+asks first. axe-core, console and phone-width checks on each state."""
 
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 from avatars.models import Avatar
 from musetalk_site.stack import Stack
 from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
-from tests.factories import UserFactory
-from tests.media import make_face_video
+from tests.e2e.pages import PASSWORD
+from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -30,16 +31,18 @@ PREPARE_BOUND = 240  # seconds: far above what preparing a 1-s clip takes on the
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("avatar-page-media")
     make_face_video(folder / "face.mp4", seconds=1.0, fps=25, size=(256, 320))
+    make_speech_wav(folder / "hello.wav", seconds=1.2)
     (folder / "notes.txt").write_text("not a video")
     (folder / "broken.mp4").write_bytes(b"\x00\x01garbage" * 4000)
     return {path.name: path for path in folder.iterdir()}
 
 
-def _sign_in(browser, base: str) -> None:
-    UserFactory(username="gallery-user")
-    browser.get(base + "/login/")
-    browser.find_element(By.NAME, "username").send_keys("gallery-user")
-    browser.find_element(By.NAME, "password").send_keys("correct horse battery" + Keys.ENTER)
+def _sign_up(browser, base: str) -> None:
+    """A newcomer makes an account on the sign-up page and lands on the empty gallery."""
+    browser.get(base + "/signup/")
+    browser.find_element(By.ID, "id_username").send_keys("gallery-user")
+    browser.find_element(By.ID, "id_password1").send_keys(PASSWORD)
+    browser.find_element(By.ID, "id_password2").send_keys(PASSWORD + Keys.ENTER)
     WebDriverWait(browser, 20).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Your avatars")
     )
@@ -61,7 +64,7 @@ def _error(browser) -> str:
 
 def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, browser, clips):
     base = live_stack.base_url
-    _sign_in(browser, base)
+    _sign_up(browser, base)
     assert "No avatars yet" in browser.find_element(By.TAG_NAME, "main").text
     assert axe_violations(browser) == [] and console_errors(browser) == []
     screenshots(browser, "avatars-empty")
@@ -115,14 +118,17 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
         )
     )
     assert card.get_attribute("data-status") in ("queued", "preparing", "ready")
-    WebDriverWait(browser, PREPARE_BOUND).until(
-        lambda b: (
-            b.find_element(
-                By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]'
-            ).get_attribute("data-status")
-            == "ready"
-        )
-    )
+    progress: list[int] = []  # the card's progress bar as the preparation goes
+
+    def ready(b) -> bool:
+        card = b.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
+        bars = card.find_elements(By.CSS_SELECTOR, "progress")
+        if bars:
+            progress.append(int(float(bars[0].get_attribute("value") or 0)))
+        return card.get_attribute("data-status") == "ready"
+
+    WebDriverWait(browser, PREPARE_BOUND, poll_frequency=0.1).until(ready)
+    assert progress and progress == sorted(progress), progress  # shown, and only going up
     card = browser.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
     still = card.find_element(By.TAG_NAME, "img")
     WebDriverWait(browser, 30).until(
@@ -135,6 +141,30 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
     )
     assert axe_violations(browser) == [] and console_errors(browser) == []
     screenshots(browser, "avatars-ready")
+
+    # The new avatar speaks: a video made on the Videos page plays there.
+    browser.find_element(By.LINK_TEXT, "Videos").click()
+    WebDriverWait(browser, 20).until(
+        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Videos")
+    )
+    browser.find_element(By.ID, "audio-file").send_keys(str(clips["hello.wav"]))
+    browser.find_element(By.ID, "video-submit").click()
+    video = WebDriverWait(browser, PREPARE_BOUND).until(
+        lambda b: b.find_elements(By.CSS_SELECTOR, '.job[data-status="succeeded"] video')
+    )[0]
+    browser.execute_script("arguments[0].muted = true; arguments[0].play()", video)
+    WebDriverWait(browser, 30).until(
+        lambda b: b.execute_script("return arguments[0].currentTime", video) > 0.2
+    )
+    assert browser.execute_script("return arguments[0].duration", video) == pytest.approx(
+        1.2, abs=0.1
+    )
+    browser.get(base + "/")
+    card = WebDriverWait(browser, 20).until(
+        expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
+        )
+    )
 
     card.find_element(By.PARTIAL_LINK_TEXT, "Delete").click()
     WebDriverWait(browser, 20).until(

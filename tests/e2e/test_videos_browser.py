@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
@@ -18,6 +17,7 @@ from avatars.models import GenerationJob
 from musetalk_site.stack import Stack
 from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
 from tests.e2e.client import ready_avatar_user
+from tests.e2e.pages import sign_in
 from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -32,13 +32,6 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     make_speech_wav(folder / "hello.wav", seconds=2.0)
     (folder / "notes.txt").write_text("not audio")
     return {path.name: path for path in folder.iterdir()}
-
-
-def _sign_in(browser, base: str, username: str) -> None:
-    browser.get(base + "/login/")
-    browser.find_element(By.NAME, "username").send_keys(username)
-    browser.find_element(By.NAME, "password").send_keys("correct horse battery" + Keys.ENTER)
-    WebDriverWait(browser, 20).until(expected_conditions.url_to_be(base + "/"))
 
 
 def _error(browser) -> str:
@@ -75,7 +68,7 @@ def _plays(browser, row) -> float:
 def test_make_videos_from_a_file_and_from_the_microphone(live_stack: Stack, browser, media):
     base = live_stack.base_url
     ready_avatar_user(base, media["face.mp4"], "video-maker")
-    _sign_in(browser, base, "video-maker")
+    sign_in(browser, base, "video-maker")
     browser.find_element(By.LINK_TEXT, "Videos").click()
     WebDriverWait(browser, 20).until(
         expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Videos")
