@@ -71,6 +71,7 @@
     const base = kind === "webrtc" ? "/webrtc/sessions" : "/sessions";
     const data = new FormData();
     data.append("avatar_id", startForm.elements.avatar_id.value);
+    data.append("chunk_duration", startForm.elements.chunk_duration.value);
     const button = $("live-start-submit");
     button.disabled = true;
     button.textContent = "Starting…";

@@ -105,6 +105,7 @@ def test_talk_to_an_avatar_in_the_mse_hls_and_webrtc_players(live_stack: Stack, 
     # MSE: a file, refused when it is not audio, then one that plays.
     session = _start(browser, "mse")
     assert session.kind == StreamSession.Kind.SSE and session.avatar.avatar_id == "anna"
+    assert session.chunk_duration == 1.0  # the page's default: sooner than the API's 2 s
     WebDriverWait(browser, 30).until(
         lambda b: _in_player(b, "return Boolean(window.musetalkPlayer)")
     )
