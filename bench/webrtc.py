@@ -39,6 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,11 @@ async def _viewer(base: str, created: dict[str, Any]) -> Any:
     from tests.e2e.webrtc_client import Viewer
 
     viewer = Viewer(base, created["session_id"], created["player_url"].split("?token=")[1])
-    await viewer.connect()
+    try:
+        await viewer.connect()
+    except BaseException:
+        await viewer.close()
+        raise
     return viewer
 
 
@@ -217,6 +222,38 @@ def _upload(base: str, token: str, session_id: str, audio: Path) -> float:
         )
     response.raise_for_status()
     return time.monotonic()
+
+
+def _stages(base: str, token: str, session_id: str) -> dict[str, float] | None:
+    """The latest utterance's server timestamps (``/sessions/{id}/status``) as Unix seconds:
+    queued (the upload stored), started (a worker took it), first frame (made and published)."""
+    response = requests.get(
+        f"{base}/sessions/{session_id}/status",
+        headers={"Authorization": f"Token {token}"},
+        timeout=30,
+    )
+    request = response.json().get("current_request") if response.ok else None
+    keys = {"queued": "queued_at", "started": "started_at", "first_frame": "first_chunk_at"}
+    if not request or not all(request.get(key) for key in keys.values()):
+        return None
+    return {
+        name: datetime.fromisoformat(request[key].replace("Z", "+00:00")).timestamp()
+        for name, key in keys.items()
+    }
+
+
+def _breakdown(stages: dict[str, float] | None, posted_wall: float, seen_wall: float) -> dict:
+    """Milliseconds spent in each step from the upload's answer to the viewer's first live
+    frame: worker pickup, the engine's first frame, then its way to the viewer (Redis, the
+    prebuffer, the track's pacing, RTP and decoding). Server and viewer share this clock."""
+    if stages is None:
+        return {}
+    return {
+        "pickup_ms": 1000 * (stages["started"] - max(stages["queued"], posted_wall)),
+        "engine_first_frame_ms": 1000 * (stages["first_frame"] - stages["started"]),
+        "to_viewer_ms": 1000 * (seen_wall - stages["first_frame"]),
+        "answer_after_queued_ms": 1000 * (posted_wall - stages["queued"]),
+    }
 
 
 def _create(base: str, token: str, fps: int) -> dict[str, Any]:
@@ -250,6 +287,7 @@ async def _latency(base: str, token: str, args: argparse.Namespace, speech: Path
         for _ in range(args.utterances):
             mark = len(viewer.video)
             posted = await asyncio.to_thread(_upload, base, token, created["session_id"], speech)
+            posted_wall = time.time() - (time.monotonic() - posted)
             deadline = time.monotonic() + args.speech * 4 + 60
             live: list[Any] = []
             seen = mark
@@ -270,11 +308,14 @@ async def _latency(base: str, token: str, args: argparse.Namespace, speech: Path
                 continue
             span = [r for r in viewer.video[mark:seen] if live[0].at <= r.at <= live[-1].at]
             gaps = [1000 * (b.at - a.at) for a, b in zip(span, span[1:], strict=False)]
+            stages = await asyncio.to_thread(_stages, base, token, created["session_id"])
+            seen_wall = posted_wall + (live[0].at - posted)
             runs.append(
                 {
                     "first_live_ms": 1000 * (live[0].at - posted),
                     "live_frames": len(live),
                     "intervals_ms": gaps,
+                    "breakdown": _breakdown(stages, posted_wall, seen_wall),
                 }
             )
     finally:
@@ -294,13 +335,28 @@ async def _latency(base: str, token: str, args: argparse.Namespace, speech: Path
         "first_live_ms_all": firsts,
         "live_interval_ms": _quantiles(intervals),
         "live_frames": [r["live_frames"] for r in runs],
+        "breakdown_ms": {
+            step: statistics.median(values)
+            for step in ("pickup_ms", "engine_first_frame_ms", "to_viewer_ms")
+            if (values := [r["breakdown"][step] for r in runs if r.get("breakdown")])
+        },
     }
 
 
 async def _peers(base: str, token: str, k: int, args: argparse.Namespace, speech: Path) -> dict:
     created = [await asyncio.to_thread(_create, base, token, args.fps) for _ in range(k)]
-    viewers = [await _viewer(base, c) for c in created]
+    viewers: list[Any] = []
     try:
+        for c in created:
+            try:
+                viewers.append(await _viewer(base, c))
+            except AssertionError as exc:  # ICE did not connect in time: past what it holds
+                return {
+                    "peers": k,
+                    "connected": len(viewers),
+                    "error": str(exc),
+                    "sustained": False,
+                }
         await asyncio.sleep(1.0)
         marks = [len(v.video) for v in viewers]
         await asyncio.sleep(2.0)
@@ -414,12 +470,29 @@ def sessions_markdown(summary: dict[str, Any]) -> str:
         f"{latency['utterances']} utterances)",
         f"- intervals between frames received while live: median {ms(gaps['median'])} ms, "
         f"p95 {ms(gaps['p95'])}, max {ms(gaps['max'])} (ideal {1000 / summary['fps']:.0f})",
+    ]
+    steps = latency.get("breakdown_ms") or {}
+    if steps:
+        lines.append(
+            "- where the first live frame's time goes (medians): a worker takes the utterance "
+            f"{ms(steps.get('pickup_ms'))} ms after the answer, the engine makes its first "
+            f"frame {ms(steps.get('engine_first_frame_ms'))} ms later (audio features, the "
+            f"first batch, paste-back), and {ms(steps.get('to_viewer_ms'))} ms after that the "
+            "viewer has it (Redis, the prebuffer, the track's pacing, RTP, decoding)"
+        )
+    lines += [
         "",
         "| peers | idle fps (min) | live fps (min / mean) | worst interval ms | "
         "GET /health ms median / p95 while live | sustained |",
         "|---|---|---|---|---|---|",
     ]
     for r in summary["peers"]:
+        if "error" in r:
+            lines.append(
+                f"| {r['peers']} | only {r['connected']} of {r['peers']} viewers connected "
+                f"within 30 s ({r['error']}) | | | | **no** |"
+            )
+            continue
         health = r["health_ms"]
         lines.append(
             f"| {r['peers']} | {r['idle_fps_min']:.1f} | {r['live_fps_min']:.1f} / "
