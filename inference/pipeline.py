@@ -278,11 +278,13 @@ class Engine:
         label: str = "",
         wait_for_room: bool = False,
         cycle_start: int = 0,
+        head_frames: int = 0,
     ) -> Stream:
         """Open a stream of T = floor(seconds * fps) frames in the scheduler (spec §5.4) and
         return at once; ``sink(avatar, samples, T)`` builds where its frames go.
         ``cycle_start``: the idle-loop position its frame 0 shows (a live stream that picks up
-        where the idle loop on screen is; 0: the loop's start).
+        where the idle loop on screen is; 0: the loop's start). ``head_frames``: its first
+        frames, made in as few batches as possible (see ``Scheduler.open``).
 
         ``audio`` is a file or float32 16 kHz mono samples. ``cancelled()`` is asked every
         quarter second off the model thread; True (or an exception) stops the stream. The
@@ -315,6 +317,7 @@ class Engine:
             label=label,
             wait_for_room=wait_for_room,
             cycle_start=cycle_start,
+            head_frames=head_frames,
         )
 
     def stream_frames(
@@ -328,10 +331,12 @@ class Engine:
         cancelled: Cancelled | None = None,
         label: str = "",
         wait_for_room: bool = False,
+        head_frames: int = 0,
     ) -> Stream:
         """A live stream whose frames go one by one to ``on_frame`` (on a delivery thread)
         as they are made, for a WebRTC track; returns at once. ``on_frame`` returning False
-        stops the stream."""
+        stops the stream. ``head_frames``: the track's prebuffer, made in as few batches as
+        possible whatever ``config.batch_size``."""
         return self.open_stream(
             avatar_dir,
             audio,
@@ -342,6 +347,7 @@ class Engine:
             label=label,
             wait_for_room=wait_for_room,
             cycle_start=cycle_start,
+            head_frames=head_frames,
         )
 
     def generate(

@@ -105,6 +105,7 @@ class Stream:
         cancelled: Callable[[], bool] | None,
         label: str,
         cycle_start: int = 0,
+        head_frames: int = 0,
     ) -> None:
         self.ident = ident
         self.cycle_start = cycle_start  # output frame i shows loop position cycle_start + i
@@ -114,9 +115,10 @@ class Stream:
         self.fps = fps
         self.total = total
         self.sink = sink
-        self.window = max(1, window)
+        self.window = max(1, window, head_frames)
         self.lead_s = lead_s
         self.batch_cap = max(1, batch_cap)
+        self.head_frames = head_frames  # made as few batches as possible (a prebuffer)
         self.cancelled = cancelled
         self.label = label
         self.done: Future[StreamResult] = Future()
@@ -157,6 +159,11 @@ class Stream:
         """When frame ``index`` is due: before the first frame, counted from the stream's
         start (its priority); after it, on the playback clock that began then."""
         return self.started_at + self.lead_s + index / self.fps
+
+    def batch_limit(self) -> int:
+        """Its frames in the next batch, at most: ``batch_cap``, or what is left of its
+        head frames when more (a player waits for all of those before it shows any)."""
+        return max(self.batch_cap, self.head_frames - self.next_index)
 
     def in_flight(self) -> int:
         return self.next_index - self.delivered + self.sink.backlog()
@@ -303,6 +310,7 @@ class Scheduler:
         label: str = "",
         wait_for_room: bool = False,
         cycle_start: int = 0,
+        head_frames: int = 0,
     ) -> Stream:
         """Start a stream of ``total`` frames; ``features(samples)`` is computed on the audio
         thread, then its frames join the batches. Returns at once.
@@ -311,7 +319,9 @@ class Scheduler:
         after its start its frame 0 is due; ``batch_cap``: its frames in one batch, at most
         (0: up to ``max_batch``); ``wait_for_room``: a live stream that starts only once its
         fps fits beside the running live streams (one queued beyond capacity); others start
-        at once (the web side admitted them)."""
+        at once (the web side admitted them); ``head_frames``: its first frames, made in as
+        few batches as ``max_batch`` allows even past ``batch_cap`` (a player's prebuffer:
+        the first frame shows only once they are all there)."""
         if kind not in (LIVE, JOB):
             raise ValueError(f"kind must be {LIVE!r} or {JOB!r}, got {kind!r}")
         stream = Stream(
@@ -328,6 +338,7 @@ class Scheduler:
             cancelled=cancelled,
             label=label or f"stream-{kind}",
             cycle_start=cycle_start,
+            head_frames=max(0, head_frames),
         )
         stream._end_hook = self._end
         stream.wait_for_room = wait_for_room and kind == LIVE
@@ -465,8 +476,10 @@ class Scheduler:
         plan: list[tuple[Stream, int]] = []
         repeats: dict[int, Stream] = {}
         taken: dict[int, int] = {}
+        limits: dict[int, int] = {}
         while heap and len(plan) < self.max_batch:
             _, ident, stream = heapq.heappop(heap)
+            limits.setdefault(ident, stream.batch_limit())
             index = stream.next_index
             while (
                 stream.stride > 1
@@ -484,7 +497,7 @@ class Scheduler:
             stream.next_index += 1
             stream.last_served = now
             taken[ident] = taken.get(ident, 0) + 1
-            if taken[ident] < stream.batch_cap and stream.wants_frames():
+            if taken[ident] < limits[ident] and stream.wants_frames():
                 heapq.heappush(heap, (self._priority(stream, now), ident, stream))
         return plan, list(repeats.values())
 

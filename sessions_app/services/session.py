@@ -42,6 +42,12 @@ from sessions_app.selectors import session_open_count_for_user
 logger = logging.getLogger(__name__)
 
 
+def prebuffer_frames(session: StreamSession) -> int:
+    """The frames a WebRTC viewer's track queues before it goes live
+    (``WEBRTC_AUDIO_PREBUFFER_SECONDS``); the worker makes them first, in one batch."""
+    return max(1, round(settings.WEBRTC_AUDIO_PREBUFFER_SECONDS * session.fps))
+
+
 def chunk_dir(request_id: str) -> Path:
     """Where the chunks of one utterance are written: MEDIA_ROOT/chunks/<request_id>/."""
     return Path(settings.MEDIA_ROOT) / "chunks" / request_id

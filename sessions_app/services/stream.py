@@ -30,6 +30,7 @@ from sessions_app.realtime import event_publish
 from sessions_app.services.session import (
     chunk_dir,
     media_file_delete,
+    prebuffer_frames,
     session_files_remove,
     session_touch,
 )
@@ -262,6 +263,7 @@ def _frames_start(request: StreamRequest, wait_for_room: bool) -> None:
         cancelled=_stop_checker(request),
         label=f"frames {request.request_id}",
         wait_for_room=wait_for_room,
+        head_frames=prebuffer_frames(request.session),
     )
     stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
 

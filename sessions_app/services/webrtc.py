@@ -30,7 +30,12 @@ from django.utils import timezone
 from avatars.services.avatar import avatar_dir
 from musetalk_site.errors import ApplicationError
 from sessions_app.models import StreamRequest, StreamSession
-from sessions_app.services.session import session_delete, session_interrupt, session_stream_admit
+from sessions_app.services.session import (
+    prebuffer_frames,
+    session_delete,
+    session_interrupt,
+    session_stream_admit,
+)
 from sessions_app.webrtc.peers import Peer, PeerConfig, PeerRegistry, SignalingError
 from sessions_app.webrtc.tracks import AUDIO_RATE, IdleLoop, decode_pcm
 
@@ -124,10 +129,6 @@ def ice_servers() -> list[dict[str, Any]]:
             server["credential"] = settings.WEBRTC_TURN_CREDENTIAL
         servers.append(server)
     return servers
-
-
-def prebuffer_frames(session: StreamSession) -> int:
-    return max(1, round(settings.WEBRTC_AUDIO_PREBUFFER_SECONDS * session.fps))
 
 
 def peer_config(session: StreamSession) -> PeerConfig:

@@ -302,6 +302,7 @@ def _fake(
     window: int = 16,
     batch_cap: int = 8,
     lead: float = 0.5,
+    head_frames: int = 0,
 ) -> Stream:
     stream = Stream(
         ident=ident,
@@ -316,6 +317,7 @@ def _fake(
         batch_cap=batch_cap,
         cancelled=None,
         label=f"fake-{ident}",
+        head_frames=head_frames,
     )
     stream.features = torch.zeros((total, 50, 384))
     stream.started_at = stream.last_served = started
@@ -374,6 +376,29 @@ def test_the_plan_respects_windows_caps_and_ended_streams(
     ended.ended = True
     plan = _plan(engine, [narrow, capped, ended], now)
     assert sorted(plan) == [(1, 0), (1, 1), (1, 2), (2, 0), (2, 1)]
+
+
+def test_a_stream_makes_its_head_frames_in_one_batch_past_its_cap(
+    engine: Engine, avatars: dict[str, Path]
+) -> None:
+    """A WebRTC viewer shows nothing before its prebuffer (5 frames at 25 fps) is queued: a
+    stream capped at 2 frames a batch makes those 5 in one batch, then goes back to 2."""
+    engine.warm(avatars["a"])
+    now = 100.0
+    fresh = _fake(engine, 1, LIVE, started=now, batch_cap=2, head_frames=5, window=4)
+    other = _fake(engine, 2, LIVE, started=now - 0.5, batch_cap=2)
+    assert fresh.window == 5  # room for the whole head
+    first = _plan(engine, [fresh, other], now)
+    assert [i for s, i in first if s == 1] == [0, 1, 2, 3, 4]
+    assert [i for s, i in first if s == 2] == [0, 1]  # the other keeps its share
+    fresh.delivered = 5  # the head went out
+    assert [i for s, i in _plan(engine, [fresh], now) if s == 1] == [5, 6]
+    # Part of the head already made: what is left of it, or the cap when that is more.
+    half = _fake(engine, 3, LIVE, started=now, batch_cap=2, head_frames=5)
+    half.next_index = half.delivered = 2
+    assert [i for _, i in _plan(engine, [half], now)] == [2, 3, 4]
+    max_batch_bounds = _fake(engine, 4, LIVE, started=now, batch_cap=1, head_frames=12)
+    assert len(_plan(engine, [max_batch_bounds], now)) == 8
 
 
 def test_a_late_stream_steps_down_then_up_again(engine: Engine, avatars: dict[str, Path]) -> None:
