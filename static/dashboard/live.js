@@ -148,6 +148,7 @@
       utterance.requestId = answer.request_id;
       $("live-interrupt").disabled = false;
       if (state.session && state.session.kind === "webrtc") watchWebrtc(utterance);
+      else if (state.player === "hls" && hlsEngine() === "native") utterance.error = "not measured: native HLS does not say when";
     } catch (error) {
       utterance.error = error.message;
       showTalkError(error.message);
@@ -217,6 +218,11 @@
       }
       await new Promise((resolve) => setTimeout(resolve, 40));
     }
+  }
+
+  function hlsEngine() {
+    const player = frame.contentWindow && frame.contentWindow.musetalkHlsPlayer;
+    return player ? player.state.engine : "";
   }
 
   function presentedAfter() {
