@@ -15,7 +15,7 @@ from channels.db import database_sync_to_async
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser, User
 from django.http import HttpRequest
-from django.middleware.csrf import CsrfViewMiddleware
+from rest_framework.authentication import CSRFCheck
 from rest_framework.authtoken.models import Token
 from rest_framework.permissions import SAFE_METHODS
 from rest_framework.request import Request
@@ -52,14 +52,9 @@ def _token_from_header(value: str) -> str | None:
     return key.strip() if scheme.lower() == "token" and key.strip() else None
 
 
-class _CsrfCheck(CsrfViewMiddleware):
-    def _reject(self, request: HttpRequest, reason: str) -> Any:
-        return reason  # the reason, not Django's HTML page
-
-
 def _csrf_refusal(request: HttpRequest) -> str | None:
     """Why Django's CSRF check refuses ``request``, or None when it passes."""
-    check = _CsrfCheck(lambda _request: None)  # type: ignore[arg-type]
+    check = CSRFCheck(lambda _request: None)  # type: ignore[arg-type]  # DRF's: the reason, no page
     check.process_request(request)  # reads the CSRF cookie
     return check.process_view(request, None, (), {})  # type: ignore[arg-type,return-value]
 
