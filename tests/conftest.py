@@ -125,6 +125,14 @@ def _dump_logs(log_dir: Path) -> None:
         print(f"----- {log.name} -----\n{tail}")  # noqa: T201 - shown by pytest on failure
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that drives a real browser (the ``browser`` fixture: Chromium) is marked
+    ``browser``, as the WebKit tests are by their module."""
+    for item in items:
+        if "browser" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.browser)
+
+
 ARTIFACTS_DIR = Path(__file__).resolve().parent.parent / "test-artifacts"
 
 

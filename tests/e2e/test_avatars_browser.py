@@ -62,6 +62,15 @@ def _error(browser) -> str:
     return box.text
 
 
+def _card_status(browser, avatar_id: str) -> str | None:
+    """The avatar card's status, read in one script: the page reloads itself as work ends."""
+    return browser.execute_script(
+        'const card = document.querySelector(`.avatar-card[data-avatar-id="${arguments[0]}"]`);'
+        "return card ? card.dataset.status : null;",
+        avatar_id,
+    )
+
+
 def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, browser, clips):
     base = live_stack.base_url
     _sign_up(browser, base)
@@ -100,24 +109,12 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
         expected_conditions.text_to_be_present_in_element((By.ID, "dropzone-text"), "webcam.webm")
     )
     browser.find_element(By.ID, "upload-submit").click()
-    WebDriverWait(browser, PREPARE_BOUND).until(
-        lambda b: (
-            b.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="webcam"]').get_attribute(
-                "data-status"
-            )
-            == "failed"
-        )
-    )
+    WebDriverWait(browser, PREPARE_BOUND).until(lambda b: _card_status(b, "webcam") == "failed")
     failed = browser.find_element(By.CSS_SELECTOR, '.avatar-card[data-avatar-id="webcam"]')
     assert "face" in failed.find_element(By.CSS_SELECTOR, ".error").text.lower()
 
     _upload(browser, "presenter", clips["face.mp4"])
-    card = WebDriverWait(browser, 60).until(
-        expected_conditions.presence_of_element_located(
-            (By.CSS_SELECTOR, '.avatar-card[data-avatar-id="presenter"]')
-        )
-    )
-    first_status = card.get_attribute("data-status")
+    first_status = WebDriverWait(browser, 60).until(lambda b: _card_status(b, "presenter"))
     assert first_status in ("queued", "preparing", "ready")
     progress: list[int] = []  # the card's progress bar as the preparation goes
 

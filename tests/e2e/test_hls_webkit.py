@@ -41,6 +41,7 @@ from tests.e2e.test_hls import media_dir as media_dir  # a module fixture, share
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.browser,
     pytest.mark.django_db(transaction=True),
     # Selenium's own WebKitGTK driver still builds its connection the deprecated way.
     pytest.mark.filterwarnings("ignore:setting remote_server_addr:DeprecationWarning"),

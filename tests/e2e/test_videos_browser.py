@@ -44,9 +44,12 @@ def _finished_job(browser, count: int) -> dict:
     """Waits until ``count`` videos are listed and none is under way; the newest one's row."""
 
     def settled(b):
-        rows = b.find_elements(By.CSS_SELECTOR, ".job")
-        statuses = [row.get_attribute("data-status") for row in rows]
-        return len(rows) == count and not {"queued", "running"} & set(statuses)
+        # One script reads every row: the page reloads as a video is taken or finishes, and
+        # rows found before a reload are gone after it.
+        statuses = b.execute_script(
+            "return Array.from(document.querySelectorAll('.job'), row => row.dataset.status)"
+        )
+        return len(statuses) == count and not {"queued", "running"} & set(statuses)
 
     WebDriverWait(browser, WORK_BOUND).until(settled)
     row = browser.find_elements(By.CSS_SELECTOR, ".job")[0]
