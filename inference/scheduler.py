@@ -535,6 +535,9 @@ class Scheduler:
             return
         self._record(len(plan), unet_s + decode_s)
         for n, (stream, index) in enumerate(plan):
+            if index == 0:  # the model's share of its first frame's wait
+                stream.timings["first_batch_s"] = unet_s + decode_s
+                stream.timings["first_batch_frames"] = len(plan)
             stream.timings["unet_s"] = stream.timings.get("unet_s", 0.0) + unet_s / len(plan)
             stream.timings["vae_decode_s"] = stream.timings.get(
                 "vae_decode_s", 0.0

@@ -81,5 +81,6 @@ class StreamRequestAdmin(admin.ModelAdmin):
         "started_at",
         "first_chunk_at",
         "finished_at",
+        "engine_timings",
     ]
     inlines = [StreamChunkInline]

@@ -46,6 +46,10 @@ class RequestSerializer(serializers.Serializer):
     started_at = serializers.DateTimeField(allow_null=True)
     first_chunk_at = serializers.DateTimeField(allow_null=True)
     finished_at = serializers.DateTimeField(allow_null=True)
+    engine_timings = serializers.DictField(
+        child=serializers.FloatField(),
+        help_text="Where the first frame's time went in the engine, in ms (set when it ends)",
+    )
 
 
 class ChunkSerializer(serializers.Serializer):

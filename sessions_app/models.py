@@ -83,6 +83,9 @@ class StreamRequest(models.Model):
     generated_seconds = models.FloatField(
         default=0.0, help_text="Seconds of video delivered (chunks, or frames over WebRTC)"
     )
+    # Where its first frame's time went in the engine (milliseconds): audio features, the
+    # model batch that made frame 0 and its frames, first frame after the engine took it.
+    engine_timings = models.JSONField(default=dict, blank=True)
 
     CHUNKS = "chunks"
     FRAMES = "frames"

@@ -54,6 +54,7 @@ def request_payload(request: StreamRequest | None) -> dict[str, Any] | None:
         "started_at": request.started_at,
         "first_chunk_at": request.first_chunk_at,
         "finished_at": request.finished_at,
+        "engine_timings": request.engine_timings,
     }
 
 

@@ -122,7 +122,14 @@ def stream_request_run(*, request_pk: int, wait_for_room: bool = False) -> None:
             _frames_end(request, "the utterance could not start")
         _cleanup(request)
         return
-    stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
+    _finish_when_done(stream, progress)
+
+
+def _finish_when_done(stream: Any, progress: _Progress | _FrameProgress) -> None:
+    """Finish the utterance off the engine's threads once its stream is done, with the
+    engine's timings (kept however it ended)."""
+    timings = stream.timings
+    stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done, timings))
 
 
 def _audio_name(request: StreamRequest) -> str:
@@ -171,9 +178,10 @@ class _Progress:
             payload["repeated_frames"] = chunk.repeated_frames
         _publish(self.request, payload)
 
-    def finish(self, done: Future[StreamResult]) -> None:
+    def finish(self, done: Future[StreamResult], timings: dict[str, float]) -> None:
         request = self.request
         try:
+            _timings_record(request, timings)
             error = done.exception()
             if error is None or isinstance(error, StreamCancelled):
                 _finished(request, self.emitted, self.total)
@@ -215,10 +223,11 @@ class _FrameProgress:
         )
         return True
 
-    def finish(self, done: Future[StreamResult]) -> None:
+    def finish(self, done: Future[StreamResult], timings: dict[str, float]) -> None:
         request = self.request
         frames = self.publisher.count
         try:
+            _timings_record(request, timings)
             error = done.exception()
             if error is None or isinstance(error, StreamCancelled):
                 self.publisher.end()
@@ -265,7 +274,7 @@ def _frames_start(request: StreamRequest, wait_for_room: bool) -> None:
         wait_for_room=wait_for_room,
         head_frames=prebuffer_frames(request.session),
     )
-    stream.done.add_done_callback(lambda done: _finishing.submit(progress.finish, done))
+    _finish_when_done(stream, progress)
 
 
 def _frames_end(request: StreamRequest, message: str) -> None:
@@ -347,6 +356,28 @@ def _finished(request: StreamRequest, emitted: int, total: int | None) -> None:
     if StreamRequest.objects.filter(pk=request.pk, status=StreamRequest.Status.STREAMING).exists():
         logger.error("stream %s: generation stopped before the last chunk", request.request_id)
         _failed(request, INTERNAL_ERROR)
+
+
+# The engine's timings kept with an utterance (seconds -> ms), its first frame's first.
+_TIMINGS_MS = {
+    "audio_features_s": "audio_features_ms",
+    "first_batch_s": "first_batch_ms",
+    "first_frame_s": "first_frame_ms",
+    "unet_s": "unet_ms",
+    "vae_decode_s": "vae_decode_ms",
+    "total_s": "total_ms",
+}
+
+
+def _timings_record(request: StreamRequest, timings: dict[str, float]) -> None:
+    """Keep where the engine's time went: the first frame's wait (audio features, then the
+    model batch that made frame 0, of ``first_batch_frames`` frames) and the totals."""
+    kept: dict[str, float] = {
+        name: round(1000 * timings[key], 1) for key, name in _TIMINGS_MS.items() if key in timings
+    }
+    if "first_batch_frames" in timings:
+        kept["first_batch_frames"] = timings["first_batch_frames"]
+    StreamRequest.objects.filter(pk=request.pk).update(engine_timings=kept)
 
 
 def _ids(request: StreamRequest) -> dict[str, str]:

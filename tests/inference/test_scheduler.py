@@ -401,6 +401,28 @@ def test_a_stream_makes_its_head_frames_in_one_batch_past_its_cap(
     assert len(_plan(engine, [max_batch_bounds], now)) == 8
 
 
+def test_a_stream_times_its_first_frame_audio_features_then_the_batch_that_made_it(
+    engine: Engine, avatars: dict[str, Path], speech: np.ndarray
+) -> None:
+    """The first frame waits for the utterance's audio features, then for the model batch
+    that makes it (with the rest of the head): each is timed, and the first frame after both."""
+    _wait_idle(engine)
+    frames: list[Frame] = []
+    stream = engine.stream_frames(
+        avatars["a"],
+        speech[:16000],
+        config=GenerateConfig(batch_size=2, fps=FPS),
+        on_frame=lambda frame: frames.append(frame) is None,
+        head_frames=5,
+    )
+    stream.done.result(timeout=60)
+    timings = stream.timings
+    assert timings["first_batch_frames"] == 5  # alone: the head, in one batch
+    assert timings["audio_features_s"] > 0 and timings["first_batch_s"] > 0
+    assert timings["first_frame_s"] >= timings["audio_features_s"] + timings["first_batch_s"]
+    assert len(frames) == 25 and timings["total_s"] >= timings["first_frame_s"]
+
+
 def test_a_late_stream_steps_down_then_up_again(engine: Engine, avatars: dict[str, Path]) -> None:
     engine.warm(avatars["a"])
     now = 100.0

@@ -31,6 +31,7 @@ FINAL = (
 class ChunkStream:
     def __init__(self) -> None:
         self.done: Future[StreamResult] = Future()
+        self.timings: dict[str, float] = {}  # filled as the engine's scheduler does
 
 
 class ChunkingEngine:
@@ -90,7 +91,10 @@ class ChunkingEngine:
         on_chunk: Callable[[Chunk], bool],
         cancelled: Callable[[], bool],
     ) -> None:
+        stream.timings.update(audio_features_s=0.25, first_batch_s=0.5, first_batch_frames=5)
         for index in range(self.total):
+            if index == 0:
+                stream.timings["first_frame_s"] = 0.8
             if cancelled():
                 stream.done.set_exception(StreamCancelled("cancelled"))
                 return
@@ -110,7 +114,10 @@ class ChunkingEngine:
                 return
             if self.on_chunk:
                 self.on_chunk(index)
-        stream.done.set_result(StreamResult(self.total * self.frames, 0, self.total))
+        stream.timings["total_s"] = 2.5
+        stream.done.set_result(
+            StreamResult(self.total * self.frames, 0, self.total, dict(stream.timings))
+        )
 
 
 def settled(request: StreamRequest, timeout: float = 15.0) -> StreamRequest:

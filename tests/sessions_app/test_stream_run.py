@@ -3,6 +3,7 @@ one by one, and an interruption stops the utterance within one chunk."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -70,6 +71,14 @@ def test_each_chunk_is_recorded_and_announced_then_complete(engine, redis_server
         "request_id": request.request_id,
     }
     assert StreamChunk.objects.filter(request=request).count() == 3
+    # where the engine's time went, kept with the utterance in milliseconds
+    assert request.engine_timings == {
+        "audio_features_ms": 250.0,
+        "first_batch_ms": 500.0,
+        "first_batch_frames": 5,
+        "first_frame_ms": 800.0,
+        "total_ms": 2500.0,
+    }
 
 
 def test_an_utterance_queued_beyond_capacity_waits_for_room_in_the_engine(engine, redis_server):
@@ -114,6 +123,13 @@ def test_an_interruption_stops_within_one_chunk(engine, redis_server):
     assert StreamChunk.objects.filter(request=request).count() == 2
     names = _names(request)
     assert names[-2:] == ["interrupted", "speaking_ended"] and "complete" not in names
+    # the engine's timings are kept for a stopped utterance too (its first frame's)
+    deadline = time.monotonic() + 10
+    while not request.engine_timings and time.monotonic() < deadline:
+        time.sleep(0.05)
+        request.refresh_from_db()
+    assert request.engine_timings["first_frame_ms"] == 800.0
+    assert "total_ms" not in request.engine_timings  # it never finished
 
 
 def test_a_hang_up_as_a_chunk_is_announced_keeps_its_shorter_expiry(
