@@ -31,8 +31,12 @@ from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
-from dramatiq.common import current_millis
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import compute_backoff, current_millis
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 
 from musetalk_site.placement import is_worker_queue, live_worker_queues
 
@@ -128,3 +132,68 @@ def _pending(queue_name: str, message_id: str, *, abandoned: bool) -> bool:
     script = broker.client.register_script(_PENDING_OR_DROP)
     args = [queue_name, message_id, current_millis(), broker.heartbeat_timeout, int(abandoned)]
     return bool(script(keys=[broker.namespace], args=args))
+
+
+# -- the doorbell: a waiting consumer wakes the moment work arrives --------------------------
+
+DOORBELL_TOKENS = 64  # rings kept per queue at most (each wakes one waiting consumer)
+
+
+class DoorbellRedisBroker(RedisBroker):
+    """Dramatiq's Redis broker whose idle consumers wait on a doorbell instead of sleeping.
+
+    An idle Dramatiq consumer sleeps between fetches (a backoff up to the worker timeout), so
+    work sent meanwhile waits for the sleep to end: tens of milliseconds before a live
+    utterance even starts. Here every message sent without a delay also rings its queue's
+    doorbell (a Redis list, one token per message, at most ``DOORBELL_TOKENS``), and an idle
+    consumer blocks on that list (``BLPOP``) for as long as it would have slept: it fetches
+    as soon as a message arrives. A ring is only a hint (the message itself is fetched as
+    before), so a stale token costs one empty fetch and a lost one the old sleep.
+    """
+
+    def doorbell_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__doorbell__.{queue_name}"
+
+    @property
+    def consumer_class(self) -> type[_RedisConsumer]:
+        return _DoorbellConsumer
+
+    def enqueue(self, message: Message[Any], *, delay: int | None = None) -> Message[Any]:
+        sent = super().enqueue(message, delay=delay)
+        if delay is None:
+            key = self.doorbell_key(sent.queue_name)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.lpush(key, 1)
+            pipe.ltrim(key, 0, DOORBELL_TOKENS - 1)
+            pipe.expire(key, 3600)
+            pipe.execute()
+        return sent
+
+    def doorbell_wait(self, queue_name: str, seconds: float) -> None:
+        """Block until the queue's doorbell rings or ``seconds`` pass."""
+        self.client.blpop([self.doorbell_key(queue_name)], timeout=max(0.001, seconds))
+
+
+class _DoorbellConsumer(_RedisConsumer):
+    """A Redis consumer that waits on its queue's doorbell when there is nothing to fetch."""
+
+    broker: DoorbellRedisBroker
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            if not self.message_cache and self.outstanding_message_count < self.prefetch:
+                wanted = self.prefetch - self.outstanding_message_count
+                self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
+            while self.message_cache:
+                data = self.message_cache.pop(0)
+                if data is None:
+                    continue
+                self.misses = 0
+                message = Message.decode(data)
+                self.queued_message_ids.add(message.message_id)
+                return MessageProxy(message)
+            self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
+            self.broker.doorbell_wait(self.queue_name, backoff_ms / 1000)
+            return None
+        except redis.ConnectionError as error:
+            raise ConnectionClosed(error) from None

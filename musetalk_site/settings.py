@@ -224,7 +224,7 @@ CHANNEL_LAYERS = {
 
 # The worker keeps the engine resident; see musetalk_site/worker.py.
 DRAMATIQ_BROKER = {
-    "BROKER": "dramatiq.brokers.redis.RedisBroker",
+    "BROKER": "musetalk_site.broker.DoorbellRedisBroker",
     "OPTIONS": {"url": REDIS_URL, "namespace": "musetalk:dramatiq"},
     "MIDDLEWARE": [
         "dramatiq.middleware.AgeLimit",

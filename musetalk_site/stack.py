@@ -118,8 +118,9 @@ class Stack:
         self.env = {**os.environ, **config.env}
         self.env.setdefault("PYTHONUNBUFFERED", "1")
         self.env.setdefault("DJANGO_SETTINGS_MODULE", "musetalk_site.settings")
-        # An idle Dramatiq consumer polls Redis with a backoff up to this many ms (its default,
-        # 1000, let a live utterance wait up to a second for an idle worker to notice it).
+        # An idle Dramatiq consumer polls Redis with a backoff up to this many ms. Work sent
+        # without a delay wakes it at once (the queue's doorbell, musetalk_site/broker.py);
+        # the backoff still bounds the wait for a delayed message or a missed ring.
         self.env.setdefault("dramatiq_worker_timeout", str(WORKER_POLL_MS))
         self._hurry = threading.Event()
 

@@ -5,6 +5,8 @@ The messages go to a queue of this module's own, so no worker of a live stack ta
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import dramatiq
@@ -14,7 +16,12 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.common import current_millis
 from dramatiq.message import Message
 
-from musetalk_site.broker import message_pending, message_send
+from musetalk_site.broker import (
+    DOORBELL_TOKENS,
+    DoorbellRedisBroker,
+    message_pending,
+    message_send,
+)
 
 QUEUE = "test_broker_probe"
 
@@ -140,3 +147,61 @@ def test_a_delayed_message_is_pending(broker: RedisBroker) -> None:
 
 def test_work_with_no_recorded_message_is_not_pending(broker: RedisBroker) -> None:
     assert not message_pending(queue_name=QUEUE, message_id="")
+
+
+# -- the doorbell --------------------------------------------------------------------------
+
+
+def test_the_platform_broker_rings_a_queue_doorbell_for_each_message_sent_without_delay(
+    broker: RedisBroker, probe: dramatiq.Actor
+) -> None:
+    assert isinstance(broker, DoorbellRedisBroker)
+    key = broker.doorbell_key(QUEUE)
+    broker.client.delete(key)
+    message_send(probe, 1)
+    message_send(probe, 2)
+    assert broker.client.llen(key) == 2
+    broker.enqueue(probe.message(3), delay=60_000)  # a delayed message rings nothing yet
+    assert broker.client.llen(key) == 2
+    for number in range(DOORBELL_TOKENS + 10):
+        message_send(probe, number)
+    assert broker.client.llen(key) == DOORBELL_TOKENS  # bounded: rings are hints
+    assert 0 < broker.client.ttl(key) <= 3600
+    broker.client.delete(key)
+    broker.flush(QUEUE)
+    broker.flush(f"{QUEUE}.DQ")
+
+
+def test_an_idle_consumer_wakes_when_a_message_arrives_instead_of_sleeping_its_backoff(
+    broker: RedisBroker, probe: dramatiq.Actor
+) -> None:
+    """With a 10-s idle timeout, a consumer that has missed many times waits 5-10 s between
+    fetches; the doorbell wakes it as soon as a message is sent, and it fetches it."""
+    assert isinstance(broker, DoorbellRedisBroker)
+    broker.client.delete(broker.doorbell_key(QUEUE))
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=10_000)
+    consumer.misses = 30  # long idle: the backoff is at its ceiling
+    sender = threading.Timer(0.3, message_send, args=(probe, 7))
+    sender.start()
+    started = time.monotonic()
+    try:
+        assert next(consumer) is None  # it waited, and woke up
+        waited = time.monotonic() - started
+        message = next(consumer)
+    finally:
+        sender.join()
+    assert message is not None and message.args == (7,)
+    assert waited < 5.0, f"the consumer slept {waited:.1f} s through the doorbell"
+    consumer.ack(message)
+    assert broker.client.llen(broker.doorbell_key(QUEUE)) == 0
+
+
+def test_a_stale_ring_costs_one_empty_fetch(broker: RedisBroker) -> None:
+    assert isinstance(broker, DoorbellRedisBroker)
+    key = broker.doorbell_key(QUEUE)
+    broker.client.delete(key)
+    broker.client.lpush(key, 1)  # rung, but the message went to another consumer
+    consumer = broker.consume(QUEUE, prefetch=1, timeout=100)
+    assert next(consumer) is None
+    assert broker.client.llen(key) == 0
+    assert next(consumer) is None  # and then it waits its backoff as before
