@@ -36,6 +36,7 @@ from sessions_app.services.session import (
     session_interrupt,
     session_stream_admit,
 )
+from sessions_app.webrtc.encoder import install_x264_preset
 from sessions_app.webrtc.peers import Peer, PeerConfig, PeerRegistry, SignalingError
 from sessions_app.webrtc.tracks import AUDIO_RATE, IdleLoop, decode_pcm
 
@@ -61,6 +62,7 @@ def peer_registry() -> PeerRegistry:
     """This process's peer connections (created on first use, on the running loop)."""
     global _registry
     if _registry is None:
+        install_x264_preset(settings.WEBRTC_X264_PRESET)
         _registry = PeerRegistry(settings.REDIS_URL)
     return _registry
 

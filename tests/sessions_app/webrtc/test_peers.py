@@ -224,3 +224,26 @@ def test_candidates_are_parsed_as_browsers_trickle_them() -> None:
     ):
         with pytest.raises(SignalingError, match=message):
             parse_candidate(bad)
+
+
+@pytest.mark.asyncio
+async def test_the_viewers_video_is_encoded_with_the_installed_x264_preset(
+    registry: PeerRegistry, monkeypatch
+) -> None:
+    import aiortc.rtcrtpsender
+
+    from sessions_app.webrtc import encoder as encoder_module
+
+    monkeypatch.setattr(aiortc.rtcrtpsender, "get_encoder", aiortc.rtcrtpsender.get_encoder)
+    monkeypatch.setattr(encoder_module, "_installed", [])
+    encoder_module.install_x264_preset("superfast")
+    client = await _connect(registry, "s-preset")
+    try:
+        assert len(await client.frames(5)) == 5  # encoded, sent, decoded
+        sender = next(
+            s for s in registry.get("s-preset").pc.getSenders() if s.track.kind == "video"
+        )
+        used = sender._RTCRtpSender__encoder  # aiortc's own attribute (pinned version)
+        assert isinstance(used, encoder_module.PresetH264Encoder) and used.preset == "superfast"
+    finally:
+        await client.pc.close()
