@@ -5,8 +5,11 @@
 #   3. concurrent live streams with that option, the scheduler against one batch loop per
 #      stream (bench/streams.py) -> streams-random-full-cuda.*
 #   4. optionally (GPU_ENGINE=1) the single-stream engine benchmark -> engine-cuda.*
+#   5. optionally (GPU_WEBRTC=1) WebRTC sessions end to end on the real stack: the first live
+#      frame and its platform/model split, peers per web process -> webrtc-sessions-random-full-cuda.*
+#      and the viewers' H.264 cost on this host's cores -> webrtc-encoder-cpu.* (BENCH_OUT)
 # Each step has its own time limit and a failing step does not stop the next: about 7 minutes
-# in all, 9 with GPU_ENGINE=1.
+# in all, 9 with GPU_ENGINE=1, 11-12 with GPU_WEBRTC=1.
 #
 # Usage: bench/gpu.sh [--avatar-dir DIR] [more bench.streams options]
 #   BENCH_OUT=DIR   where the results go (default bench/results)
@@ -76,5 +79,13 @@ if [ $rc -ne 0 ]; then
     timeout 200 "$python" -m bench.streams "${streams[@]}" --budget-seconds 120 \
       --note "$note; the run with $accel failed" "$@" || status=1
   fi
+fi
+
+if [ -n "${GPU_WEBRTC:-}" ]; then
+  timeout 240 "$python" -m bench.webrtc --mode sessions --profile random-full --device cuda \
+    --peers 1,4,8,16 --utterances 5 --out-dir "$out" \
+    || { echo "bench/gpu.sh: bench.webrtc sessions exit $?" >&2; status=1; }
+  timeout 60 "$python" -m bench.webrtc --mode encoder --out-dir "$out" \
+    || { echo "bench/gpu.sh: bench.webrtc encoder exit $?" >&2; status=1; }
 fi
 exit $status
