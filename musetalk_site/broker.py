@@ -27,6 +27,7 @@ whose heartbeat is gone will never run: it is lost too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -181,7 +182,8 @@ class _DoorbellConsumer(_RedisConsumer):
 
     def __next__(self) -> MessageProxy | None:
         try:
-            if not self.message_cache and self.outstanding_message_count < self.prefetch:
+            room = self.outstanding_message_count < self.prefetch
+            if not self.message_cache and room:
                 wanted = self.prefetch - self.outstanding_message_count
                 self.message_cache = self.broker.do_fetch(self.queue_name, wanted)
             while self.message_cache:
@@ -193,7 +195,10 @@ class _DoorbellConsumer(_RedisConsumer):
                 self.queued_message_ids.add(message.message_id)
                 return MessageProxy(message)
             self.misses, backoff_ms = compute_backoff(self.misses, max_backoff=self.timeout)
-            self.broker.doorbell_wait(self.queue_name, backoff_ms / 1000)
+            if room:
+                self.broker.doorbell_wait(self.queue_name, backoff_ms / 1000)
+            else:  # it could not fetch a message now: leave the ring to a consumer that can
+                time.sleep(backoff_ms / 1000)
             return None
         except redis.ConnectionError as error:
             raise ConnectionClosed(error) from None

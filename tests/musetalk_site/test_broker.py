@@ -205,3 +205,27 @@ def test_a_stale_ring_costs_one_empty_fetch(broker: RedisBroker) -> None:
     assert next(consumer) is None
     assert broker.client.llen(key) == 0
     assert next(consumer) is None  # and then it waits its backoff as before
+
+
+def test_a_consumer_with_no_room_to_fetch_leaves_the_ring_to_one_that_has(
+    broker: RedisBroker, probe: dramatiq.Actor
+) -> None:
+    """A consumer holding as many messages as it may prefetch cannot take new work: it waits
+    its backoff without taking the ring, which wakes a consumer that can."""
+    assert isinstance(broker, DoorbellRedisBroker)
+    key = broker.doorbell_key(QUEUE)
+    broker.client.delete(key)
+    busy = broker.consume(QUEUE, prefetch=1, timeout=100)
+    message_send(probe, 1)
+    held = next(busy)  # its one message, not acked yet
+    assert held is not None and broker.client.llen(key) == 1  # its ring is still there
+    broker.client.delete(key)
+    message_send(probe, 2)
+    assert next(busy) is None
+    assert broker.client.llen(key) == 1  # left for another consumer
+    idle = broker.consume(QUEUE, prefetch=1, timeout=100)
+    taken = next(idle)
+    assert taken is not None and taken.args == (2,)
+    busy.ack(held)
+    idle.ack(taken)
+    broker.client.delete(key)
