@@ -6,7 +6,8 @@
 #      stream (bench/streams.py) -> streams-random-full-cuda.*
 #   4. optionally (GPU_ENGINE=1) the single-stream engine benchmark -> engine-cuda.*
 #   5. optionally (GPU_WEBRTC=1) WebRTC sessions end to end on the real stack: the first live
-#      frame and its platform/model split, peers per web process -> webrtc-sessions-random-full-cuda.*
+#      frame and its platform/model split, peers per web process (pinned to CPU 0, the viewers
+#      counting frames on the other cores) -> webrtc-sessions-random-full-web-pinned-counting-viewers-cuda.*
 #      and the viewers' H.264 cost on this host's cores -> webrtc-encoder-cpu.* (BENCH_OUT)
 # Each step has its own time limit and a failing step does not stop the next: about 7 minutes
 # in all, 9 with GPU_ENGINE=1, 11-12 with GPU_WEBRTC=1.
@@ -83,7 +84,7 @@ fi
 
 if [ -n "${GPU_WEBRTC:-}" ]; then
   timeout 240 "$python" -m bench.webrtc --mode sessions --profile random-full --device cuda \
-    --peers 1,4,8,16 --utterances 5 --out-dir "$out" \
+    --peers 1,4,8,12,16 --utterances 5 --web-cpus 0 --viewers count --out-dir "$out" \
     || { echo "bench/gpu.sh: bench.webrtc sessions exit $?" >&2; status=1; }
   timeout 60 "$python" -m bench.webrtc --mode encoder --out-dir "$out" \
     || { echo "bench/gpu.sh: bench.webrtc encoder exit $?" >&2; status=1; }
