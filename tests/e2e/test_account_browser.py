@@ -15,6 +15,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from musetalk_site.stack import Stack
 from tests.e2e.a11y import PHONE, axe_violations, console_errors, fits_the_width, screenshots
+from tests.e2e.pages import wait_for_heading
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
@@ -31,9 +32,7 @@ def _check_page(browser, name: str) -> None:
 
 
 def _wait_heading(browser, text: str) -> None:
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), text)
-    )
+    wait_for_heading(browser, text)
 
 
 def test_sign_up_then_make_use_and_revoke_a_token(live_stack: Stack, browser):

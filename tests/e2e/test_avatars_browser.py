@@ -19,7 +19,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from avatars.models import Avatar
 from musetalk_site.stack import Stack
 from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
-from tests.e2e.pages import PASSWORD
+from tests.e2e.pages import PASSWORD, wait_for_heading, wait_for_text
 from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -43,9 +43,7 @@ def _sign_up(browser, base: str) -> None:
     browser.find_element(By.ID, "id_username").send_keys("gallery-user")
     browser.find_element(By.ID, "id_password1").send_keys(PASSWORD)
     browser.find_element(By.ID, "id_password2").send_keys(PASSWORD + Keys.ENTER)
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Your avatars")
-    )
+    wait_for_heading(browser, "Your avatars")
 
 
 def _upload(browser, name: str, clip: Path) -> None:
@@ -147,9 +145,7 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
 
     # The new avatar speaks: a video made on the Videos page plays there.
     browser.find_element(By.LINK_TEXT, "Videos").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Videos")
-    )
+    wait_for_heading(browser, "Videos")
     browser.find_element(By.ID, "audio-file").send_keys(str(clips["hello.wav"]))
     browser.find_element(By.ID, "video-submit").click()
     video = WebDriverWait(browser, PREPARE_BOUND).until(
@@ -170,13 +166,9 @@ def test_upload_follow_the_preparation_preview_and_delete(live_stack: Stack, bro
     )
 
     card.find_element(By.PARTIAL_LINK_TEXT, "Delete").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Delete")
-    )
+    wait_for_heading(browser, "Delete")
     assert axe_violations(browser) == []
     screenshots(browser, "avatar-delete")
     browser.find_element(By.CSS_SELECTOR, "main form button[type=submit]").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.CSS_SELECTOR, ".messages"), "deleted")
-    )
+    wait_for_text(browser, ".messages", "deleted")
     assert not Avatar.objects.filter(avatar_id="presenter").exists()

@@ -10,6 +10,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from avatars.models import Avatar
 from musetalk_site.stack import Stack
 from tests.conftest import ARTIFACTS_DIR
+from tests.e2e.pages import wait_for_heading
 from tests.factories import AvatarFactory, UserFactory
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -25,9 +26,7 @@ def test_a_user_signs_in_and_sees_only_their_avatars(live_stack: Stack, browser)
     browser.find_element(By.NAME, "username").send_keys("browser-user")
     browser.find_element(By.NAME, "password").send_keys("correct horse battery")
     browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Your avatars")
-    )
+    wait_for_heading(browser, "Your avatars")
     page = browser.find_element(By.TAG_NAME, "main").text
     assert "my_presenter" in page and "Ready" in page
     assert "someone_elses" not in page

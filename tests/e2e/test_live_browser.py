@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from musetalk_site.stack import Stack
 from sessions_app.models import StreamRequest, StreamSession
 from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
 from tests.e2e.client import ready_avatar_user
-from tests.e2e.pages import sign_in
+from tests.e2e.pages import sign_in, wait_for_heading
 from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -96,9 +95,7 @@ def test_talk_to_an_avatar_in_the_mse_hls_and_webrtc_players(live_stack: Stack, 
     ready_avatar_user(base, media["face.mp4"], "live-talker", avatar_id="anna")
     sign_in(browser, base, "live-talker")
     browser.find_element(By.LINK_TEXT, "Live").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Live playground")
-    )
+    wait_for_heading(browser, "Live playground")
     assert axe_violations(browser) == [] and console_errors(browser) == []
     screenshots(browser, "live-start")
 

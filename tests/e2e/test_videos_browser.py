@@ -17,7 +17,7 @@ from avatars.models import GenerationJob
 from musetalk_site.stack import Stack
 from tests.e2e.a11y import axe_violations, console_errors, fits_the_width, screenshots
 from tests.e2e.client import ready_avatar_user
-from tests.e2e.pages import sign_in
+from tests.e2e.pages import sign_in, wait_for_heading
 from tests.media import make_face_video, make_speech_wav
 
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
@@ -73,9 +73,7 @@ def test_make_videos_from_a_file_and_from_the_microphone(live_stack: Stack, brow
     ready_avatar_user(base, media["face.mp4"], "video-maker")
     sign_in(browser, base, "video-maker")
     browser.find_element(By.LINK_TEXT, "Videos").click()
-    WebDriverWait(browser, 20).until(
-        expected_conditions.text_to_be_present_in_element((By.TAG_NAME, "h1"), "Videos")
-    )
+    wait_for_heading(browser, "Videos")
     assert "No videos yet" in browser.find_element(By.TAG_NAME, "main").text
     assert axe_violations(browser) == [] and console_errors(browser) == []
     screenshots(browser, "videos-empty")
