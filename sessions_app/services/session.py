@@ -229,10 +229,9 @@ def _send_stream(request_pk: int, *, folder: str, fps: int, wait_for_room: bool)
     queue = stream_queue(folder=folder, fps=fps)
     args = (request_pk, True) if wait_for_room else (request_pk,)
     message_id = message_send(session_stream, *args, queue_name=queue)
-    # Recorded for stream_lost_reap; a claim that came first leaves nothing to record.
-    StreamRequest.objects.filter(
-        pk=request_pk, status=StreamRequest.Status.QUEUED, message_id=""
-    ).update(message_id=message_id)
+    # Recorded for stream_lost_reap and for the admin (which worker's queue took it), also
+    # when the worker claimed it before this send returned: the reaper only reads queued rows.
+    StreamRequest.objects.filter(pk=request_pk, message_id="").update(message_id=message_id)
 
 
 def _interrupt_requests(session: StreamSession) -> list[str]:

@@ -19,6 +19,7 @@ from django.utils import timezone
 from dramatiq.brokers.redis import RedisBroker
 from rest_framework.test import APIClient
 
+from musetalk_site.broker import message_pending
 from musetalk_site.maintenance import maintenance_run
 from sessions_app.models import StreamRequest
 from sessions_app.realtime import events_after
@@ -116,3 +117,29 @@ def test_an_utterance_whose_message_was_never_sent_fails(queue: str) -> None:
     request.refresh_from_db(), fresh.refresh_from_db()
     assert (request.status, request.error) == (StreamRequest.Status.FAILED, LOST)
     assert fresh.status == StreamRequest.Status.QUEUED
+
+
+def test_an_utterance_claimed_before_its_send_returned_still_records_its_message(
+    api: APIClient, speech_wav: Path, queue: str, django_capture_on_commit_callbacks: Any
+) -> None:
+    """A worker can claim the message between the broker taking it and the web process
+    recording its id; the id is kept all the same (the admin shows which queue took it), and
+    the reaper, which reads queued rows only, leaves the streaming one alone."""
+    session_id = _session(api)
+    with speech_wav.open("rb") as handle, django_capture_on_commit_callbacks() as sends:
+        response = api.post(f"/sessions/{session_id}/stream", {"audio_file": handle})
+    assert response.status_code == 200, response.json()
+    request = StreamRequest.objects.get(request_id=response.json()["request_id"])
+    StreamRequest.objects.filter(pk=request.pk).update(
+        status=StreamRequest.Status.STREAMING, started_at=timezone.now()
+    )
+    for send in sends:
+        send()
+
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.STREAMING
+    assert message_pending(queue_name=session_stream.queue_name, message_id=request.message_id)
+    _age(request)
+    assert maintenance_run() == 0
+    request.refresh_from_db()
+    assert request.status == StreamRequest.Status.STREAMING
