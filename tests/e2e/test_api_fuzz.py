@@ -34,7 +34,7 @@ from tests.factories import (
 )
 from tests.media import make_face_video
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 ROOT = Path(__file__).resolve().parents[2]
 OPENAPI = "application/vnd.oai.openapi+json"

@@ -17,7 +17,7 @@ from musetalk_site.stack import Stack
 from tests.e2e.client import ApiClient, SseFollower, api_user, wait_for
 from tests.media import make_face_video, make_noface_video, make_speech_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 SPEECH_SECONDS = 1.6
 

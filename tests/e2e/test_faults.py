@@ -46,7 +46,7 @@ from tests.conftest import database_url, live_stack_workers_paused
 from tests.e2e.client import ApiClient, SseFollower, api_user, sse_payloads, wait_for
 from tests.media import make_face_video, make_speech_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 # Where to record the recovery times: FAULTS_RESULTS=bench/results/faults.json bin/test -s ...
 RESULTS = os.environ.get("FAULTS_RESULTS", "")

@@ -25,7 +25,7 @@ from sessions_app.models import StreamRequest
 from tests.e2e.client import ApiClient, SseFollower, ready_avatar_user, wait_for
 from tests.media import make_face_video, make_speech_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture(scope="module")

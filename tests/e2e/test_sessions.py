@@ -22,7 +22,7 @@ from tests.e2e.client import (
 )
 from tests.media import make_face_video, make_speech_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 FPS = 25
 

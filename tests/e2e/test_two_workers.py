@@ -31,7 +31,7 @@ from tests.conftest import database_url, live_stack_workers_paused
 from tests.e2e.client import ApiClient, ready_avatar_user, sse_payloads, wait_for
 from tests.media import make_face_video, make_speech_wav
 
-pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
 # The death of a worker is noticed by the others' maintenance: its heartbeat goes stale after
 # WORKER_STALE_SECONDS, the next maintenance run (every WORKER_MAINTENANCE_SECONDS) fails the
