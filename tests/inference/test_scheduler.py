@@ -554,8 +554,11 @@ def test_a_live_stream_starts_at_the_idle_loop_position_it_is_given(
     engine: Engine, avatars: dict[str, Path], speech: np.ndarray, device_blend: bool
 ) -> None:
     """``cycle_start``: frame i shows the avatar's loop position cycle_start + i (outside the
-    pasted face the picture is the stored frame's, exactly or within the I420 rounding)."""
-    runner = Engine(engine.models, engine.face_backend, device_blend=device_blend)
+    pasted face the picture is the stored frame's, exactly or within the I420 rounding).
+
+    Without degradation: on a loaded machine a live stream behind its clock would repeat its
+    last frame, which shows the position before (``test_a_stream_behind_its_clock_...``)."""
+    runner = Engine(engine.models, engine.face_backend, device_blend=device_blend, degrade=False)
     avatar = runner.avatar(avatars["a"])
     frames: list[Frame] = []
     try:
