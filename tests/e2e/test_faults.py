@@ -199,7 +199,7 @@ def recovery() -> Iterator[dict[str, dict[str, Any]]]:
             fault: {k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}
             for fault, row in times.items()
         }
-        results = Path(RESULTS) if Path(RESULTS).is_absolute() else BASE_DIR / RESULTS
+        results = BASE_DIR / RESULTS  # an absolute path stays as it is
         results.parent.mkdir(parents=True, exist_ok=True)
         results.write_text(json.dumps(rounded, indent=2) + "\n")
     lines = ["fault".ljust(32) + "".join(name.rjust(16) for name in COLUMNS)]
